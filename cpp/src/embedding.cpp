@@ -1,0 +1,2 @@
+// Placeholder until the embedding kernels land.
+namespace metarec {}

@@ -1,0 +1,27 @@
+"""metarec-fast: meta-learned recommendation under cold start.
+
+A new user (or item) arrives with a handful of interactions and the model
+adapts to it in a few gradient steps. Meta-training runs in PyTorch; the hot
+paths (embedding lookups, inner-loop steps, top-k ranking, metrics) run in a
+C++17/OpenMP core.
+
+Importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._config import get_num_threads, set_num_threads, show_config
+
+__version__: str = _core.__version__
+HAS_OPENMP: bool = bool(_core.has_openmp)
+HAS_CUDA: bool = bool(_core.has_cuda)
+
+__all__ = [
+    "HAS_CUDA",
+    "HAS_OPENMP",
+    "__version__",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+]
