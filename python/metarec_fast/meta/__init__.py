@@ -1,0 +1,7 @@
+"""Meta-learning algorithms and inner-loop engines (import needs torch)."""
+
+from .algorithms import ALGORITHMS, MetaLearner
+from .batch import TaskBatch
+from .inner import adapt, query_losses, task_predictions
+
+__all__ = ["ALGORITHMS", "MetaLearner", "TaskBatch", "adapt", "query_losses", "task_predictions"]

@@ -1,0 +1,91 @@
+"""A meta-batch of tasks as padded torch tensors (the torch engine's input)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import torch
+
+
+@dataclass
+class TaskBatch:
+    """Support and query sets of ``B`` tasks, padded to a common length.
+
+    Every ``*_items`` tensor holds item ids (int64, padding = 0 with mask 0),
+    ``*_ratings`` the targets (explicit ratings, or 0/1 labels for implicit
+    feedback with sampled negatives), ``*_mask`` 1.0 for real entries and 0.0
+    for padding. ``users`` are the dense user ids of the tasks (used by
+    models with user-conditioned initialisation); ``user_features`` an
+    optional float tensor ``[B, F]``.
+    """
+
+    support_items: torch.Tensor
+    support_ratings: torch.Tensor
+    support_mask: torch.Tensor
+    query_items: torch.Tensor
+    query_ratings: torch.Tensor
+    query_mask: torch.Tensor
+    users: Optional[torch.Tensor] = None
+    user_features: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        b = self.support_items.shape[0]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value.shape[0] != b:
+                raise ValueError(
+                    f"TaskBatch.{f.name} has {value.shape[0]} tasks, support_items has {b}"
+                )
+        for side in ("support", "query"):
+            shapes = {getattr(self, f"{side}_{k}").shape for k in ("items", "ratings", "mask")}
+            if len(shapes) != 1:
+                raise ValueError(f"TaskBatch {side} items/ratings/mask shapes differ: {shapes}")
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.support_items.shape[0])
+
+    def to(self, *args: Any, **kwargs: Any) -> "TaskBatch":
+        """Move every tensor (``.to`` semantics; item ids and masks keep their dtype class)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = None
+            elif value.is_floating_point():
+                out[f.name] = value.to(*args, **kwargs)
+            else:
+                device = kwargs.get("device", next((a for a in args if not isinstance(a, torch.dtype)), None))
+                out[f.name] = value.to(device) if device is not None else value
+        return TaskBatch(**out)
+
+    @classmethod
+    def from_lists(
+        cls,
+        support: list[tuple[list[int], list[float]]],
+        query: list[tuple[list[int], list[float]]],
+        users: list[int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "TaskBatch":
+        """Build a batch from per-task ``(item_ids, ratings)`` lists (tests, small examples)."""
+        if len(support) != len(query):
+            raise ValueError(f"{len(support)} support sets but {len(query)} query sets")
+
+        def pad(sets: list[tuple[list[int], list[float]]]):
+            width = max([len(items) for items, _ in sets] + [1])
+            items = torch.zeros(len(sets), width, dtype=torch.int64)
+            ratings = torch.zeros(len(sets), width, dtype=dtype)
+            mask = torch.zeros(len(sets), width, dtype=dtype)
+            for row, (it, rt) in enumerate(sets):
+                if len(it) != len(rt):
+                    raise ValueError(f"task {row}: {len(it)} items but {len(rt)} ratings")
+                items[row, : len(it)] = torch.as_tensor(it, dtype=torch.int64)
+                ratings[row, : len(rt)] = torch.as_tensor(rt, dtype=dtype)
+                mask[row, : len(it)] = 1.0
+            return items, ratings, mask
+
+        s = pad(support)
+        q = pad(query)
+        u = torch.as_tensor(users, dtype=torch.int64) if users is not None else None
+        return cls(*s, *q, users=u)
