@@ -3,5 +3,15 @@
 from .algorithms import ALGORITHMS, MetaLearner
 from .batch import TaskBatch
 from .inner import adapt, query_losses, task_predictions
+from .trainer import DivergenceError, MetaTrainer
 
-__all__ = ["ALGORITHMS", "MetaLearner", "TaskBatch", "adapt", "query_losses", "task_predictions"]
+__all__ = [
+    "ALGORITHMS",
+    "DivergenceError",
+    "MetaLearner",
+    "MetaTrainer",
+    "TaskBatch",
+    "adapt",
+    "query_losses",
+    "task_predictions",
+]

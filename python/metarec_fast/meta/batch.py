@@ -60,6 +60,16 @@ class TaskBatch:
                 out[f.name] = value.to(device) if device is not None else value
         return TaskBatch(**out)
 
+    def select(self, indices: Any) -> "TaskBatch":
+        """The sub-batch of the tasks at ``indices`` (any index torch accepts)."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return TaskBatch(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
+                for f in fields(self)
+            }
+        )
+
     @classmethod
     def from_lists(
         cls,

@@ -1,0 +1,234 @@
+"""MetaTrainer: the outer loop (meta-batches, optimiser, validation, checkpoints)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+from .._io import atomic_write
+from ..models.base import MetaModel
+from .algorithms import MetaLearner
+from .batch import TaskBatch
+from .inner import query_losses
+
+logger = logging.getLogger("metarec_fast")
+
+OPTIMIZERS = ("adam", "sgd")
+ENGINES = ("torch",)
+CHECKPOINT_VERSION = 1
+
+
+class DivergenceError(RuntimeError):
+    """The meta-loss became NaN or infinite."""
+
+
+def _generator(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+class MetaTrainer:
+    """Meta-trains a model with one of the algorithms of :mod:`metarec_fast.meta`.
+
+    Args:
+        model: the model to meta-train (e.g. :class:`~metarec_fast.models.MetaMF`).
+        algorithm: ``"maml"``, ``"fomaml"``, ``"reptile"`` or ``"metasgd"``.
+        inner_steps, inner_lr, l2, adapt: the inner loop (see :class:`MetaLearner`).
+        outer_lr: the outer optimiser's learning rate.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        meta_batch_size: tasks per outer step.
+        clip_grad: clip the meta-gradient's global norm to this value (None: no clipping).
+        engine: inner-loop engine; ``"torch"`` (torch.func, any model).
+        random_state: seeds task shuffling (int, numpy Generator or None). With a
+            seed, a run on the CPU is deterministic.
+
+    After :meth:`fit`, :attr:`history` holds one dict per epoch
+    (``epoch``, ``train_loss``, ``val_loss``, ``seconds``).
+    """
+
+    def __init__(
+        self,
+        model: MetaModel,
+        algorithm: str = "maml",
+        inner_steps: int = 5,
+        inner_lr: float = 0.1,
+        l2: float = 0.0,
+        adapt: Iterable[str] | None = None,
+        outer_lr: float = 1e-3,
+        optimizer: str = "adam",
+        meta_batch_size: int = 32,
+        clip_grad: float | None = None,
+        engine: str = "torch",
+        random_state: Any = None,
+    ) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if isinstance(meta_batch_size, bool) or not isinstance(meta_batch_size, int) or meta_batch_size < 1:
+            raise ValueError(f"meta_batch_size must be a positive int, got {meta_batch_size!r}")
+        if not outer_lr > 0:
+            raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
+        if clip_grad is not None and not clip_grad > 0:
+            raise ValueError(f"clip_grad must be positive or None, got {clip_grad!r}")
+        self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt)
+        self.model = model
+        self.engine = engine
+        self.meta_batch_size = meta_batch_size
+        self.clip_grad = clip_grad
+        params = [p for p in self.learner.parameters() if p.requires_grad]
+        if optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=outer_lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=outer_lr)
+        self.rng = _generator(random_state)
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.best_val = math.inf
+        self.best_state: Optional[dict[str, torch.Tensor]] = None
+        self._stale = 0  # epochs since the best validation loss
+
+    # -- one step ---------------------------------------------------------
+    def step(self, batch: TaskBatch) -> float:
+        """One outer step on ``batch``; returns the meta-loss before the step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.learner.meta_backward(batch)
+        if not math.isfinite(loss):
+            raise DivergenceError(f"meta-loss is {loss} at epoch {self.epoch + 1}")
+        if self.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.clip_grad)
+        self.optimizer.step()
+        return loss
+
+    def validation_loss(self, tasks: TaskBatch, batch_size: int = 256) -> float:
+        """Mean query loss after adaptation, over tasks that have a query set."""
+        total, count = 0.0, 0.0
+        with torch.no_grad():
+            for start in range(0, tasks.n_tasks, batch_size):
+                batch = tasks.select(np.arange(start, min(start + batch_size, tasks.n_tasks)))
+                losses = query_losses(self.model, self.learner.adapt(batch), batch)
+                has_query = batch.query_mask.sum(-1) > 0
+                total += float(losses[has_query].sum())
+                count += float(has_query.sum())
+        return total / max(count, 1.0)
+
+    # -- the loop ---------------------------------------------------------
+    def fit(
+        self,
+        train_tasks: TaskBatch,
+        val_tasks: TaskBatch | None = None,
+        epochs: int = 10,
+        show_progress: bool = True,
+        callback: Callable[[dict[str, float]], Any] | None = None,
+        patience: int | None = None,
+        checkpoint: str | Path | None = None,
+        min_delta: float = 0.0,
+    ) -> "MetaTrainer":
+        """Meta-train for ``epochs`` passes over ``train_tasks``.
+
+        With ``val_tasks``, the validation loss is computed after every epoch and
+        the best parameters are restored at the end; ``patience`` stops after
+        that many epochs without an improvement larger than ``min_delta``. ``checkpoint`` is written
+        atomically after every epoch (resume with :meth:`load_checkpoint`).
+        ``callback(record)`` is called after each epoch; returning ``False``
+        stops training.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        if train_tasks.n_tasks == 0:
+            raise ValueError("train_tasks is empty")
+        from tqdm.auto import tqdm
+
+        n = train_tasks.n_tasks
+        n_batches = math.ceil(n / self.meta_batch_size)
+        bar = tqdm(total=(epochs - self.epoch) * n_batches, disable=not show_progress, desc="meta-train")
+        try:
+            while self.epoch < epochs:
+                start = time.perf_counter()
+                order = self.rng.permutation(n)
+                losses = []
+                for b in range(n_batches):
+                    idx = order[b * self.meta_batch_size : (b + 1) * self.meta_batch_size]
+                    try:
+                        losses.append(self.step(train_tasks.select(idx)))
+                    except DivergenceError as exc:
+                        raise DivergenceError(f"{exc}, step {b + 1}; the last checkpoint is intact") from None
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                self.epoch += 1
+                record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), "val_loss": math.nan}
+                if val_tasks is not None:
+                    record["val_loss"] = self.validation_loss(val_tasks)
+                    if record["val_loss"] < self.best_val - min_delta:
+                        self.best_val = record["val_loss"]
+                        self.best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+                        self._stale = 0
+                    else:
+                        self._stale += 1
+                record["seconds"] = time.perf_counter() - start
+                self.history.append(record)
+                logger.info("epoch %d: %s", self.epoch, record)
+                if checkpoint is not None:
+                    self.save_checkpoint(checkpoint)
+                if callback is not None and callback(record) is False:
+                    break
+                if patience is not None and self._stale >= patience:
+                    logger.info("early stop after epoch %d (patience %d)", self.epoch, patience)
+                    break
+        finally:
+            bar.close()
+        if self.best_state is not None:
+            self.learner.load_state_dict(self.best_state)
+        return self
+
+    # -- checkpoints ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_val": self.best_val,
+            "best_state": self.best_state,
+            "stale": self._stale,
+            "rng": self.rng.bit_generator.state,
+            "algorithm": self.learner.algorithm,
+        }
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the full training state atomically (a kill mid-write keeps the old file)."""
+        state = self.state_dict()
+        return atomic_write(path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, path: str | Path) -> "MetaTrainer":
+        """Restore a state written by :meth:`save_checkpoint`; :meth:`fit` then continues."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"{path} is not a readable metarec-fast checkpoint: {exc}") from exc
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} is not a metarec-fast checkpoint (version {CHECKPOINT_VERSION})")
+        if state["algorithm"] != self.learner.algorithm:
+            raise ValueError(
+                f"{path} was written by algorithm {state['algorithm']!r}, this trainer runs "
+                f"{self.learner.algorithm!r}"
+            )
+        self.learner.load_state_dict(state["learner"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.best_val = state["best_val"]
+        self.best_state = state["best_state"]
+        self._stale = state["stale"]
+        self.rng.bit_generator.state = state["rng"]
+        return self
