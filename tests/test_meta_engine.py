@@ -66,16 +66,20 @@ def grads(loss, params):
     return torch.autograd.grad(loss, params, allow_unused=True)
 
 
+ENGINES = ["torch", "cpp"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("steps", [0, 1, 3])
 @pytest.mark.parametrize("loss", ["mse", "logistic"])
-def test_maml_second_order_matches_unrolled_autograd(seed, steps, loss):
+def test_maml_second_order_matches_unrolled_autograd(seed, steps, loss, engine):
     model = MetaMF(30, dim=4, loss=loss, random_state=seed, dtype=D, init_scale=0.5)
     with torch.no_grad():
         model.item_bias.normal_(generator=torch.Generator().manual_seed(seed))
     support, query = make_tasks(seed, loss=loss, empty_query=True)
     batch = TaskBatch.from_lists(support, query, dtype=D)
-    learner = MetaLearner(model, "maml", inner_steps=steps, inner_lr=0.3, l2=0.05)
+    learner = MetaLearner(model, "maml", inner_steps=steps, inner_lr=0.3, l2=0.05, engine=engine)
     params = list(model.parameters())
     ours = learner(batch)
     ref = unrolled_meta_loss(model, support, query, steps, 0.3, 0.05)
@@ -84,7 +88,8 @@ def test_maml_second_order_matches_unrolled_autograd(seed, steps, loss):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-12)
 
 
-def test_conditioned_initialisation_gradients_match():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_conditioned_initialisation_gradients_match(engine):
     model = MetaMF(30, dim=4, user_feature_dim=3, random_state=3, dtype=D)
     with torch.no_grad():
         model.init_net.weight.normal_(generator=torch.Generator().manual_seed(1))
@@ -92,7 +97,7 @@ def test_conditioned_initialisation_gradients_match():
     feats = torch.randn(len(support), 3, dtype=D, generator=torch.Generator().manual_seed(2))
     batch = TaskBatch.from_lists(support, query, dtype=D)
     batch.user_features = feats
-    learner = MetaLearner(model, "maml", inner_steps=2, inner_lr=0.2)
+    learner = MetaLearner(model, "maml", inner_steps=2, inner_lr=0.2, engine=engine)
     params = list(model.parameters())
     ours = learner(batch)
     ref = unrolled_meta_loss(model, support, query, 2, 0.2, 0.0, feats=feats)
@@ -101,13 +106,14 @@ def test_conditioned_initialisation_gradients_match():
     assert any(p is model.init_net.weight for p in params)
 
 
-def test_first_order_matches_detached_reference_and_differs_from_maml():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_first_order_matches_detached_reference_and_differs_from_maml(engine):
     model = MetaMF(30, dim=4, random_state=5, dtype=D, init_scale=0.5)
     support, query = make_tasks(5)
     batch = TaskBatch.from_lists(support, query, dtype=D)
     params = list(model.parameters())
-    fo = MetaLearner(model, "fomaml", inner_steps=3, inner_lr=0.3)(batch)
-    so = MetaLearner(model, "maml", inner_steps=3, inner_lr=0.3)(batch)
+    fo = MetaLearner(model, "fomaml", inner_steps=3, inner_lr=0.3, engine=engine)(batch)
+    so = MetaLearner(model, "maml", inner_steps=3, inner_lr=0.3, engine=engine)(batch)
     ref = unrolled_meta_loss(model, support, query, 3, 0.3, 0.0, first_order=True)
     g_fo, g_so, g_ref = grads(fo, params), grads(so, params), grads(ref, params)
     for a, b in zip(g_fo, g_ref):
@@ -117,11 +123,12 @@ def test_first_order_matches_detached_reference_and_differs_from_maml():
     assert not torch.allclose(g_fo[3], g_so[3], rtol=1e-6, atol=1e-9)  # head_p
 
 
-def test_metasgd_learning_rates_get_exact_gradients():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_metasgd_learning_rates_get_exact_gradients(engine):
     model = MetaMF(30, dim=4, random_state=7, dtype=D, init_scale=0.5)
     support, query = make_tasks(7)
     batch = TaskBatch.from_lists(support, query, dtype=D)
-    learner = MetaLearner(model, "metasgd", inner_steps=2, inner_lr=0.2)
+    learner = MetaLearner(model, "metasgd", inner_steps=2, inner_lr=0.2, engine=engine)
     with torch.no_grad():
         learner.inner_lrs[0].uniform_(0.1, 0.4, generator=torch.Generator().manual_seed(0))
     loss = learner(batch)
@@ -138,11 +145,12 @@ def test_metasgd_learning_rates_get_exact_gradients():
     torch.testing.assert_close(lr_b.grad, g_ref[1], rtol=1e-9, atol=1e-12)
 
 
-def test_reptile_update_rule():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reptile_update_rule(engine):
     model = MetaMF(30, dim=4, random_state=9, dtype=D, init_scale=0.5)
     support, query = make_tasks(9)
     batch = TaskBatch.from_lists(support, query, dtype=D)
-    learner = MetaLearner(model, "reptile", inner_steps=3, inner_lr=0.2)
+    learner = MetaLearner(model, "reptile", inner_steps=3, inner_lr=0.2, engine=engine)
     theta_t = learner.adapt(batch)
     expected_p = model.head_p.detach() + 0.5 * (theta_t["head_p"].detach().mean(0) - model.head_p.detach())
     expected_b = model.head_b.detach() + 0.5 * (theta_t["head_b"].detach().mean(0) - model.head_b.detach())
@@ -234,6 +242,8 @@ def test_deterministic_for_a_seed():
         (dict(inner_lr=0.0), "inner_lr"),
         (dict(l2=-1.0), "l2"),
         (dict(adapt=("user_head",)), "user_head"),
+        (dict(engine="gpu"), "engine"),
+        (dict(adapt=("head_p",), engine="cpp"), "engine='torch'"),
     ],
 )
 def test_misconfiguration_raises_value_error(kwargs, match):

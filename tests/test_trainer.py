@@ -120,3 +120,13 @@ def test_bad_trainer_config(kwargs, match):
     model = MetaMF(5, dim=2)
     with pytest.raises(ValueError, match=match):
         MetaTrainer(model, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd"])
+def test_cpp_and_torch_engines_reach_the_same_parameters(algorithm):
+    train = linear_tasks(48, 0)
+    a = new_trainer(seed=2, algorithm=algorithm, engine="cpp").fit(train, epochs=3, show_progress=False)
+    b = new_trainer(seed=2, algorithm=algorithm, engine="torch").fit(train, epochs=3, show_progress=False)
+    assert a.learner.engine == "cpp" and b.learner.engine == "torch"
+    for (name, x), (_, y) in zip(a.learner.state_dict().items(), b.learner.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-12, msg=name)

@@ -50,3 +50,4 @@ void require_ndim(const py::array& a, int ndim, const char* name);
 void bind_embedding(pybind11::module_& m);
 void bind_topk(pybind11::module_& m);
 void bind_metrics(pybind11::module_& m);
+void bind_adapt(pybind11::module_& m);

@@ -79,4 +79,5 @@ PYBIND11_MODULE(_core, m) {
     bind_embedding(m);
     bind_topk(m);
     bind_metrics(m);
+    bind_adapt(m);
 }

@@ -155,13 +155,15 @@ def as_csr(
     n_cols: int,
     with_data: bool = False,
     data_dtype: type = np.float64,
+    sort_rows: bool = True,
 ) -> CSR:
     """Validate a scipy.sparse CSR matrix or an ``(indptr, indices)`` pair.
 
     Checks: ``indptr`` has ``n_rows + 1`` entries, starts at 0, never
     decreases and ends at ``len(indices)`` (ValueError); every index lies in
-    ``[0, n_cols)`` (IndexError). Rows with unsorted indices are sorted (a
-    copy). Duplicate indices within a row are kept (callers decide).
+    ``[0, n_cols)`` (IndexError). With ``sort_rows``, rows with unsorted
+    indices are sorted (a copy); without it the given order is kept (for
+    outputs aligned with the input). Duplicates within a row are kept.
     """
     data = None
     if hasattr(x, "tocsr") and hasattr(x, "indptr"):
@@ -205,7 +207,7 @@ def as_csr(
         if data.shape[0] != indices.shape[0]:
             raise ValueError(f"{name}.data has {data.shape[0]} entries, indices {indices.shape[0]}")
     # Sort each row's indices when needed (kernels rely on ascending order).
-    if indices.size > 1:
+    if sort_rows and indices.size > 1:
         row_of = np.repeat(np.arange(n_rows), steps)
         unsorted = (np.diff(indices) < 0) & (row_of[1:] == row_of[:-1])
         if unsorted.any():

@@ -14,11 +14,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..models.base import MetaModel
+from ..models.base import MetaModel, pointwise_loss
 from .batch import TaskBatch
 from .inner import adapt, query_losses
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+ENGINES = ("auto", "cpp", "torch")
+LINEAR_HEAD = ("head_p", "head_b")
 
 
 class MetaLearner(nn.Module):
@@ -34,6 +36,10 @@ class MetaLearner(nn.Module):
         l2: inner-loop L2 on the model's penalised head parameters.
         adapt: names of the parameters adapted per task (default: the model's
             ``adapted_names``); everything else is the shared body.
+        engine: ``"cpp"`` runs the inner loop and its exact backward in C++
+            (linear-head models such as :class:`~metarec_fast.models.MetaMF`
+            adapting ``(head_p, head_b)``), ``"torch"`` uses torch.func (any
+            model), ``"auto"`` picks ``"cpp"`` whenever it applies.
 
     Reptile's outer gradient for ``theta_0`` is ``theta_0 - theta_T`` averaged
     over tasks (so plain SGD with learning rate ``eps`` is Reptile's
@@ -49,8 +55,11 @@ class MetaLearner(nn.Module):
         inner_lr: float = 0.1,
         l2: float = 0.0,
         adapt: Iterable[str] | None = None,
+        engine: str = "auto",
     ) -> None:
         super().__init__()
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
@@ -69,6 +78,13 @@ class MetaLearner(nn.Module):
                 f"parameters to adapt {missing or names} not found in {type(model).__name__}; "
                 f"it has {sorted(params)}"
             )
+        cpp_ok = hasattr(model, "item_representations") and set(names) == set(LINEAR_HEAD)
+        if engine == "cpp" and not cpp_ok:
+            raise ValueError(
+                f"engine='cpp' needs a linear-head model adapting {LINEAR_HEAD}; "
+                f"{type(model).__name__} adapting {names} needs engine='torch'"
+            )
+        self.engine = "cpp" if (engine == "auto" and cpp_ok) else ("torch" if engine == "auto" else engine)
         self.model = model
         self.algorithm = algorithm
         self.inner_steps = inner_steps
@@ -94,22 +110,62 @@ class MetaLearner(nn.Module):
         return dict(zip(self.adapted_names, self.inner_lrs))
 
     def adapt(self, batch: TaskBatch, steps: int | None = None) -> dict[str, torch.Tensor]:
-        """Adapted parameters of every task (leading dimension = tasks)."""
+        """Adapted parameters of every task (leading dimension = tasks).
+
+        With the C++ engine the result carries no gradient (use :meth:`forward`
+        for the meta-objective).
+        """
+        steps = self.inner_steps if steps is None else steps
+        if self.engine == "cpp":
+            from .cpp_engine import linear_head_trajectory
+
+            p0, b0, alpha_p, alpha_b = self._linear_head_inputs(batch)
+            H, c = self.model.item_representations()
+            traj = linear_head_trajectory(p0, b0, alpha_p, alpha_b, H, c, batch, steps,
+                                          self.l2, self.model.loss)
+            d = H.shape[1]
+            return {"head_p": traj[:, -1, :d], "head_b": traj[:, -1, d]}
         return adapt(
-            self.model,
-            batch,
-            self.inner_steps if steps is None else steps,
-            self.inner_lr(),
-            l2=self.l2,
-            names=self.adapted_names,
-            first_order=self.first_order,
+            self.model, batch, steps, self.inner_lr(), l2=self.l2,
+            names=self.adapted_names, first_order=self.first_order,
         )
+
+    def _linear_head_inputs(self, batch: TaskBatch):
+        """(p0, b0, alpha_p, alpha_b) for the C++ engine: shared or per-task theta_0."""
+        model = self.model
+        if getattr(model, "init_net", None) is not None:
+            init = model.initial_adapted(LINEAR_HEAD, batch)
+            p0, b0 = init["head_p"], init["head_b"]
+        else:
+            p0, b0 = model.head_p, model.head_b
+        if self.inner_lrs is not None:
+            lrs = dict(zip(self.adapted_names, self.inner_lrs))
+            return p0, b0, lrs["head_p"], lrs["head_b"]
+        return p0, b0, self.base_lr, self.base_lr
 
     def forward(self, batch: TaskBatch) -> torch.Tensor:
         """Meta-objective: mean query loss over tasks that have a query set."""
-        losses = query_losses(self.model, self.adapt(batch), batch)
-        has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
+        if self.engine == "cpp":
+            losses, has_query = self._cpp_query_losses(batch)
+        else:
+            losses = query_losses(self.model, self.adapt(batch), batch)
+            has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
         return (losses * has_query).sum() / has_query.sum().clamp_min(1.0)
+
+    def _cpp_query_losses(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        from .cpp_engine import linear_head_query_predictions
+
+        p0, b0, alpha_p, alpha_b = self._linear_head_inputs(batch)
+        H, c = self.model.item_representations()
+        pred, target, rows = linear_head_query_predictions(
+            p0, b0, alpha_p, alpha_b, H, c, batch, self.inner_steps, self.l2, self.model.loss,
+            second_order=not self.first_order,
+        )
+        per_entry = pointwise_loss(self.model.loss, pred, target)
+        b = batch.n_tasks
+        sums = torch.zeros(b, dtype=pred.dtype).index_add(0, rows, per_entry)
+        counts = torch.bincount(rows, minlength=b).to(pred.dtype)
+        return sums / counts.clamp_min(1.0), (counts > 0).to(pred.dtype)
 
     def meta_backward(self, batch: TaskBatch) -> float:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; return the meta-loss."""
@@ -118,11 +174,7 @@ class MetaLearner(nn.Module):
             loss.backward()
             return float(loss.detach())
         init = self.model.initial_adapted(self.adapted_names, batch)
-        theta_t = adapt(
-            self.model, batch, self.inner_steps, self.inner_lr(), l2=self.l2,
-            names=self.adapted_names, first_order=True, init=init,
-        )
-        theta_t = {n: t.detach() for n, t in theta_t.items()}
+        theta_t = {n: t.detach() for n, t in self.adapt(batch).items()}
         losses = query_losses(self.model, theta_t, batch)
         has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
         body_loss = (losses * has_query).sum() / has_query.sum().clamp_min(1.0)

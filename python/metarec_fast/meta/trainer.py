@@ -20,7 +20,6 @@ from .inner import query_losses
 logger = logging.getLogger("metarec_fast")
 
 OPTIMIZERS = ("adam", "sgd")
-ENGINES = ("torch",)
 CHECKPOINT_VERSION = 1
 
 
@@ -45,7 +44,8 @@ class MetaTrainer:
         optimizer: ``"adam"`` or ``"sgd"``.
         meta_batch_size: tasks per outer step.
         clip_grad: clip the meta-gradient's global norm to this value (None: no clipping).
-        engine: inner-loop engine; ``"torch"`` (torch.func, any model).
+        engine: inner-loop engine: ``"cpp"`` (C++ with exact gradients, linear
+            heads), ``"torch"`` (torch.func, any model) or ``"auto"`` (cpp when it applies).
         random_state: seeds task shuffling (int, numpy Generator or None). With a
             seed, a run on the CPU is deterministic.
 
@@ -65,22 +65,19 @@ class MetaTrainer:
         optimizer: str = "adam",
         meta_batch_size: int = 32,
         clip_grad: float | None = None,
-        engine: str = "torch",
+        engine: str = "auto",
         random_state: Any = None,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if isinstance(meta_batch_size, bool) or not isinstance(meta_batch_size, int) or meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be a positive int, got {meta_batch_size!r}")
         if not outer_lr > 0:
             raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
         if clip_grad is not None and not clip_grad > 0:
             raise ValueError(f"clip_grad must be positive or None, got {clip_grad!r}")
-        self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt)
+        self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt, engine)
         self.model = model
-        self.engine = engine
         self.meta_batch_size = meta_batch_size
         self.clip_grad = clip_grad
         params = [p for p in self.learner.parameters() if p.requires_grad]
