@@ -1,2 +1,440 @@
-// Placeholder until the topk kernels land.
-namespace metarec {}
+// Top-k with exclusions: explicit scores (threshold scan per row) and the
+// fused queries . items^T variant (packed items, a per-ISA register-blocked
+// micro-kernel, a scan that leaves registers only on a hit).
+#include "metarec/topk.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "metarec/parallel.h"
+#include "topk_kernel.h"
+
+namespace metarec {
+
+namespace {
+
+using std::int64_t;
+
+// The k best (score, id) pairs seen so far of one row, where ids arrive in
+// increasing order. "Better" = higher score, then lower id; so a newcomer
+// only enters a full selection with a strictly higher score than the worst.
+// Small k: a sorted array (best first). Larger k: a binary heap with the
+// worst at the root.
+template <class T>
+class Selection {
+public:
+    static constexpr int64_t kSortedMax = 64;
+
+    Selection() = default;
+    Selection(T* s, int64_t* id, int64_t k) : s_(s), id_(id), k_(k), heap_(k > kSortedMax) {}
+
+    bool full() const { return n_ == k_; }
+    // Worst kept score; only when full().
+    T worst() const { return heap_ ? s_[0] : s_[n_ - 1]; }
+
+    // Adds (v, i); requires !full() or v > worst(), and i above every kept id.
+    void push(T v, int64_t i) {
+        if (!heap_) {
+            int64_t pos = full() ? k_ - 1 : n_++;
+            while (pos > 0 && s_[pos - 1] < v) {
+                s_[pos] = s_[pos - 1];
+                id_[pos] = id_[pos - 1];
+                --pos;
+            }
+            s_[pos] = v;
+            id_[pos] = i;
+            return;
+        }
+        if (!full()) {
+            int64_t pos = n_++;
+            while (pos > 0) {  // sift up: parent must be worse than the child
+                const int64_t parent = (pos - 1) / 2;
+                if (!worse(v, i, s_[parent], id_[parent])) break;
+                s_[pos] = s_[parent];
+                id_[pos] = id_[parent];
+                pos = parent;
+            }
+            s_[pos] = v;
+            id_[pos] = i;
+        } else {
+            sift_down(0, n_, v, i);
+        }
+    }
+
+    // Writes the selection best first and pads to `k_out` with (-1, -inf).
+    void finish(int64_t* out_ids, float* out_scores, int64_t k_out) {
+        if (heap_) {  // heap sort: repeatedly move the worst to the end
+            for (int64_t end = n_ - 1; end > 0; --end) {
+                const T v = s_[end];
+                const int64_t i = id_[end];
+                s_[end] = s_[0];
+                id_[end] = id_[0];
+                sift_down(0, end, v, i);
+            }
+        }
+        for (int64_t j = 0; j < n_; ++j) {
+            out_ids[j] = id_[j];
+            out_scores[j] = static_cast<float>(s_[j]);
+        }
+        for (int64_t j = n_; j < k_out; ++j) {
+            out_ids[j] = -1;
+            out_scores[j] = -std::numeric_limits<float>::infinity();
+        }
+    }
+
+private:
+    static bool worse(T a, int64_t ia, T b, int64_t ib) { return a < b || (a == b && ia > ib); }
+
+    // Places (v, i) at `pos` of the heap [0, n) and sifts it down.
+    void sift_down(int64_t pos, int64_t n, T v, int64_t i) {
+        for (;;) {
+            int64_t child = 2 * pos + 1;
+            if (child >= n) break;
+            if (child + 1 < n && worse(s_[child + 1], id_[child + 1], s_[child], id_[child])) ++child;
+            if (!worse(s_[child], id_[child], v, i)) break;
+            s_[pos] = s_[child];
+            id_[pos] = id_[child];
+            pos = child;
+        }
+        s_[pos] = v;
+        id_[pos] = i;
+    }
+
+    T* s_ = nullptr;
+    int64_t* id_ = nullptr;
+    int64_t k_ = 0;
+    int64_t n_ = 0;
+    bool heap_ = false;
+};
+
+void pad_all(int64_t n_rows, int64_t k, int64_t* out_ids, float* out_scores) {
+    std::fill(out_ids, out_ids + n_rows * k, int64_t{-1});
+    std::fill(out_scores, out_scores + n_rows * k, -std::numeric_limits<float>::infinity());
+}
+
+void check_common(int64_t n_rows, int64_t n_cols, int64_t k) {
+    if (n_rows < 0 || n_cols < 0) throw std::invalid_argument("topk: negative shape");
+    if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
+}
+
+// Scans row[a, b) into `sel`: fill phase, then a chunked threshold test
+// that the compiler vectorises; only chunks with a hit are looked at again.
+template <class T>
+void scan_segment(const T* row, int64_t a, int64_t b, Selection<T>& sel) {
+    int64_t j = a;
+    while (j < b && !sel.full()) {
+        sel.push(row[j], j);
+        ++j;
+    }
+    if (j >= b) return;
+    T thr = sel.worst();
+    constexpr int64_t C = 32;
+    for (; j + C <= b; j += C) {
+        int any = 0;
+        for (int64_t t = 0; t < C; ++t) any |= static_cast<int>(row[j + t] > thr);
+        if (!any) continue;
+        for (int64_t t = 0; t < C; ++t) {
+            if (row[j + t] > thr) {
+                sel.push(row[j + t], j + t);
+                thr = sel.worst();
+            }
+        }
+    }
+    for (; j < b; ++j) {
+        if (row[j] > thr) {
+            sel.push(row[j], j);
+            thr = sel.worst();
+        }
+    }
+}
+
+template <class T>
+struct AlignedBuffer {
+    explicit AlignedBuffer(std::size_t n) : raw(n + 64 / sizeof(T)) {
+        auto addr = reinterpret_cast<std::uintptr_t>(raw.data());
+        const std::uintptr_t aligned = (addr + 63) & ~std::uintptr_t{63};
+        ptr = reinterpret_cast<T*>(aligned);
+    }
+    std::vector<T> raw;
+    T* ptr;
+};
+
+template <class T>
+const topk_detail::DotKernel<T>& pick_kernel(simd::Level level) {
+    simd::checked(level);
+    const topk_detail::DotKernels* k = nullptr;
+    if (level == simd::Level::avx512) k = topk_detail::kernels_avx512();
+    if (k == nullptr && static_cast<int>(level) >= static_cast<int>(simd::Level::avx2)) {
+        k = topk_detail::kernels_avx2();
+    }
+    if (k == nullptr) k = topk_detail::kernels_generic();
+    if constexpr (sizeof(T) == 4) {
+        return k->f32;
+    } else {
+        return k->f64;
+    }
+}
+
+// Items (and bias) packed once into NR-wide panels [panel][d][NR].
+template <class T>
+struct PackedItems {
+    PackedItems(const T* items, int64_t ni, int64_t d, const T* bias, int nr, int num_threads)
+        : n_panels((ni + nr - 1) / nr),
+          items_buf(static_cast<std::size_t>(n_panels * nr * d)),
+          bias_buf(static_cast<std::size_t>(n_panels * nr)) {
+        T* ip = items_buf.ptr;
+        T* bp = bias_buf.ptr;
+        parallel_for(n_panels, num_threads, 64, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) {
+                T* dst = ip + p * d * nr;
+                for (int j = 0; j < nr; ++j) {
+                    const int64_t item = p * nr + j;
+                    if (item < ni) {
+                        const T* src = items + item * d;
+                        for (int64_t kk = 0; kk < d; ++kk) dst[kk * nr + j] = src[kk];
+                        bp[item] = bias ? bias[item] : T(0);
+                    } else {
+                        for (int64_t kk = 0; kk < d; ++kk) dst[kk * nr + j] = T(0);
+                        bp[item] = T(0);
+                    }
+                }
+            }
+        });
+    }
+    int64_t n_panels;
+    AlignedBuffer<T> items_buf;
+    AlignedBuffer<T> bias_buf;
+};
+
+// State the hit callback needs for one group of MR query rows.
+template <class T>
+struct GroupCtx {
+    Selection<T>* sel = nullptr;   // per row (valid rows only)
+    T* thr = nullptr;              // per row
+    int64_t* excl_pos = nullptr;   // per row cursor into excl indices
+    int64_t* excl_end = nullptr;   // per row
+    const int64_t* excl = nullptr;
+    int64_t ni = 0;
+    int nr = 0;
+    // dot_scores only:
+    T* out = nullptr;
+    int64_t row0 = 0;
+    int rows_valid = 0;
+};
+
+template <class T>
+void on_hit_select(void* vctx, int r, int64_t panel, const T* scores, std::uint32_t mask) {
+    auto& c = *static_cast<GroupCtx<T>*>(vctx);
+    Selection<T>& sel = c.sel[r];
+    const int64_t base = panel * c.nr;
+    int64_t& pos = c.excl_pos[r];
+    const int64_t end = c.excl_end[r];
+    while (mask) {
+        const int lane = __builtin_ctz(mask);
+        mask &= mask - 1;
+        const int64_t id = base + lane;
+        if (id >= c.ni) break;
+        const T v = scores[lane];
+        if (v != v) continue;  // only if the products overflowed (inf - inf)
+        if (sel.full() && !(v > sel.worst())) continue;
+        while (pos < end && c.excl[pos] < id) ++pos;
+        if (pos < end && c.excl[pos] == id) continue;
+        sel.push(v, id);
+    }
+    c.thr[r] = sel.full() ? sel.worst() : std::numeric_limits<T>::quiet_NaN();
+}
+
+template <class T>
+void on_hit_store(void* vctx, int r, int64_t panel, const T* scores, std::uint32_t) {
+    auto& c = *static_cast<GroupCtx<T>*>(vctx);
+    if (r >= c.rows_valid) return;
+    const int64_t base = panel * c.nr;
+    T* dst = c.out + (c.row0 + r) * c.ni;
+    for (int j = 0; j < c.nr && base + j < c.ni; ++j) dst[base + j] = scores[j];
+}
+
+// Runs the fused scan over all queries; `Mode` = select (top-k) or store.
+template <class T, bool Store>
+void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t d, const T* bias,
+                int64_t k, const Exclusion& excl, int num_threads, simd::Level level,
+                int64_t* out_ids, float* out_scores, T* out_dense) {
+    const auto& K = pick_kernel<T>(level);
+    const int threads = resolve_num_threads(num_threads);
+    const int MR = K.mr;
+    const int NR = K.nr;
+    const int64_t kk = std::min(k, ni);
+    PackedItems<T> packed(items, ni, d, bias, NR, threads);
+    const int64_t n_panels = packed.n_panels;
+    // Item blocks of ~256 KiB of packed data stay in L2 while every query
+    // group of a chunk streams over them.
+    const int64_t block_panels =
+        std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(1, d * NR * int64_t(sizeof(T))));
+    const int64_t n_groups = (nq + MR - 1) / MR;
+    const int64_t groups_per_chunk =
+        std::clamp<int64_t>(n_groups / (4 * int64_t(threads)), 1, 16);
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const T inf = std::numeric_limits<T>::infinity();
+
+    parallel_for(n_groups, threads, groups_per_chunk, [&](int64_t g0, int64_t g1) {
+        const int64_t ng = g1 - g0;
+        const int64_t rows = ng * MR;
+        const int64_t q0 = g0 * MR;
+        AlignedBuffer<T> qpack(static_cast<std::size_t>(ng * d * MR));
+        for (int64_t g = 0; g < ng; ++g) {
+            T* dst = qpack.ptr + g * d * MR;
+            for (int r = 0; r < MR; ++r) {
+                const int64_t q = q0 + g * MR + r;
+                if (q < nq) {
+                    const T* src = queries + q * d;
+                    for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = src[t];
+                } else {
+                    for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = T(0);
+                }
+            }
+        }
+        std::vector<T> sel_s(Store ? 0 : static_cast<std::size_t>(rows * kk));
+        std::vector<int64_t> sel_id(sel_s.size());
+        std::vector<Selection<T>> sel(static_cast<std::size_t>(rows));
+        std::vector<T> thr(static_cast<std::size_t>(rows));
+        std::vector<int64_t> excl_pos(static_cast<std::size_t>(rows), 0);
+        std::vector<int64_t> excl_end(static_cast<std::size_t>(rows), 0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t q = q0 + r;
+            const bool valid = q < nq;
+            thr[r] = valid ? nan : inf;
+            if (!Store) sel[r] = Selection<T>(sel_s.data() + r * kk, sel_id.data() + r * kk, kk);
+            if (valid && excl.indptr) {
+                excl_pos[r] = excl.indptr[q];
+                excl_end[r] = excl.indptr[q + 1];
+            }
+        }
+        std::vector<GroupCtx<T>> ctx(static_cast<std::size_t>(ng));
+        for (int64_t g = 0; g < ng; ++g) {
+            GroupCtx<T>& c = ctx[g];
+            c.sel = sel.data() + g * MR;
+            c.thr = thr.data() + g * MR;
+            c.excl_pos = excl_pos.data() + g * MR;
+            c.excl_end = excl_end.data() + g * MR;
+            c.excl = excl.indices;
+            c.ni = ni;
+            c.nr = NR;
+            c.out = out_dense;
+            c.row0 = q0 + g * MR;
+            c.rows_valid = static_cast<int>(std::min<int64_t>(MR, nq - c.row0));
+        }
+        const topk_detail::HitFn<T> fn = Store ? &on_hit_store<T> : &on_hit_select<T>;
+        for (int64_t pb = 0; pb < n_panels; pb += block_panels) {
+            const int64_t pe = std::min(n_panels, pb + block_panels);
+            for (int64_t g = 0; g < ng; ++g) {
+                K.scan(qpack.ptr + g * d * MR, packed.items_buf.ptr, packed.bias_buf.ptr, d, pb, pe,
+                       thr.data() + g * MR, fn, &ctx[g]);
+            }
+        }
+        if (!Store) {
+            for (int64_t r = 0; r < rows && q0 + r < nq; ++r) {
+                sel[r].finish(out_ids + (q0 + r) * k, out_scores + (q0 + r) * k, k);
+            }
+        }
+    });
+}
+
+}  // namespace
+
+void check_exclusion(const Exclusion& excl, int64_t n_rows, int64_t n_cols) {
+    if (excl.indptr == nullptr) return;
+    if (excl.indptr[0] != 0) {
+        throw std::invalid_argument("exclude.indptr must start at 0, got " + std::to_string(excl.indptr[0]));
+    }
+    if (excl.indptr[n_rows] != excl.nnz) {
+        throw std::invalid_argument("exclude.indptr ends at " + std::to_string(excl.indptr[n_rows]) +
+                                    " but exclude.indices has " + std::to_string(excl.nnz) + " entries");
+    }
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const int64_t a = excl.indptr[r];
+        const int64_t b = excl.indptr[r + 1];
+        if (b < a || b > excl.nnz) {
+            throw std::invalid_argument("exclude.indptr decreases at row " + std::to_string(r));
+        }
+        for (int64_t p = a; p < b; ++p) {
+            const int64_t c = excl.indices[p];
+            if (c < 0 || c >= n_cols) {
+                throw std::out_of_range("exclude contains column " + std::to_string(c) + ", outside [0, " +
+                                        std::to_string(n_cols) + ")");
+            }
+            if (p > a && c < excl.indices[p - 1]) {
+                throw std::invalid_argument("exclude indices must be sorted within each row (row " +
+                                            std::to_string(r) + ")");
+            }
+        }
+    }
+}
+
+template <class T>
+void topk(const T* scores, int64_t n_rows, int64_t n_cols, int64_t k, const Exclusion& excl,
+          int num_threads, int64_t* out_ids, float* out_scores) {
+    check_common(n_rows, n_cols, k);
+    check_exclusion(excl, n_rows, n_cols);
+    if (n_rows == 0) return;
+    if (n_cols == 0) return pad_all(n_rows, k, out_ids, out_scores);
+    const int threads = resolve_num_threads(num_threads);
+    const int64_t kk = std::min(k, n_cols);
+    const int64_t chunk = std::max<int64_t>(1, 65536 / n_cols);
+    parallel_for(n_rows, threads, chunk, [&](int64_t r0, int64_t r1) {
+        std::vector<T> s(static_cast<std::size_t>(kk));
+        std::vector<int64_t> id(static_cast<std::size_t>(kk));
+        for (int64_t r = r0; r < r1; ++r) {
+            Selection<T> sel(s.data(), id.data(), kk);
+            const T* row = scores + r * n_cols;
+            int64_t start = 0;
+            if (excl.indptr) {
+                for (int64_t p = excl.indptr[r]; p < excl.indptr[r + 1]; ++p) {
+                    const int64_t e = excl.indices[p];
+                    if (e < start) continue;  // duplicate
+                    scan_segment(row, start, e, sel);
+                    start = e + 1;
+                }
+            }
+            scan_segment(row, start, n_cols, sel);
+            sel.finish(out_ids + r * k, out_scores + r * k, k);
+        }
+    });
+}
+
+template <class T>
+void topk_dot(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t d, const T* bias,
+              int64_t k, const Exclusion& excl, int num_threads, simd::Level level,
+              int64_t* out_ids, float* out_scores) {
+    check_common(nq, ni, k);
+    if (d < 0) throw std::invalid_argument("topk_dot: negative d");
+    check_exclusion(excl, nq, ni);
+    if (nq == 0) return;
+    if (ni == 0) return pad_all(nq, k, out_ids, out_scores);
+    dot_driver<T, false>(queries, nq, items, ni, d, bias, k, excl, num_threads, level, out_ids,
+                         out_scores, nullptr);
+}
+
+template <class T>
+void dot_scores(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t d, const T* bias,
+                int num_threads, simd::Level level, T* out) {
+    if (nq < 0 || ni < 0 || d < 0) throw std::invalid_argument("dot_scores: negative shape");
+    if (nq == 0 || ni == 0) return;
+    dot_driver<T, true>(queries, nq, items, ni, d, bias, 1, Exclusion{}, num_threads, level, nullptr,
+                        nullptr, out);
+}
+
+#define METAREC_TOPK_INSTANTIATE(T)                                                               \
+    template void topk<T>(const T*, int64_t, int64_t, int64_t, const Exclusion&, int, int64_t*,   \
+                          float*);                                                                \
+    template void topk_dot<T>(const T*, int64_t, const T*, int64_t, int64_t, const T*, int64_t,   \
+                              const Exclusion&, int, simd::Level, int64_t*, float*);              \
+    template void dot_scores<T>(const T*, int64_t, const T*, int64_t, int64_t, const T*, int,     \
+                                simd::Level, T*);
+METAREC_TOPK_INSTANTIATE(float)
+METAREC_TOPK_INSTANTIATE(double)
+#undef METAREC_TOPK_INSTANTIATE
+
+}  // namespace metarec

@@ -7,4 +7,6 @@ before the C++ core runs with the GIL released.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .topk import topk, topk_dot
+
+__all__: list[str] = ["topk", "topk_dot"]
