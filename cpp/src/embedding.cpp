@@ -32,6 +32,9 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__AVX2__)
+// NB: exceptions must not cross a cloned function (GCC's ifunc dispatcher is
+// treated as nothrow: an exception escaping it calls std::terminate), so the
+// clones report errors through their return value.
 #define METAREC_EMB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define METAREC_EMB_CLONES
@@ -190,8 +193,9 @@ METAREC_INLINE void pool_tail(const BagArgs<T>& a, i64 col, i64 width, i64 begin
     for (i64 k = 0; k < width; ++k) out[k] *= scale;
 }
 
+// Returns false (having written nothing) when an id of the chunk is out of range.
 template <class T, bool Weighted>
-METAREC_INLINE void pool_bags(const BagArgs<T>& a, i64 b0, i64 b1) {
+METAREC_INLINE bool pool_bags(const BagArgs<T>& a, i64 b0, i64 b1) {
     constexpr int kLine = 64 / static_cast<int>(sizeof(T));  // elements per cache line
     constexpr int kWide = 4 * kLine;                         // 256 bytes of accumulators
     const i64 dim = a.dim;
@@ -202,12 +206,12 @@ METAREC_INLINE void pool_bags(const BagArgs<T>& a, i64 b0, i64 b1) {
     for (i64 j = p0; j < p1; ++j) {
         bad |= static_cast<std::uint64_t>(a.ids[j]) >= static_cast<std::uint64_t>(a.num_rows);
     }
-    if (bad) throw std::out_of_range("ids out of range");
+    if (bad) return false;
     if (p1 == p0 || dim == 0) {
         for (i64 b = b0; b < b1; ++b) {
             for (i64 k = 0; k < dim; ++k) a.out[b * dim + k] = T(0);
         }
-        return;
+        return true;
     }
     const i64 pf_last = p1 - 1;
     // Warm up: the first kPrefetchDistance rows of the chunk.
@@ -230,26 +234,19 @@ METAREC_INLINE void pool_bags(const BagArgs<T>& a, i64 b0, i64 b1) {
         }
         if (col < dim) pool_tail<T, Weighted>(a, col, dim - col, begin, end, pf_last, scale, out + col);
     }
+    return true;
 }
 
-METAREC_EMB_CLONES void pool_bags_f32(const BagArgs<float>& a, i64 b0, i64 b1) {
-    if (a.weights) {
-        pool_bags<float, true>(a, b0, b1);
-    } else {
-        pool_bags<float, false>(a, b0, b1);
-    }
+METAREC_EMB_CLONES bool pool_bags_f32(const BagArgs<float>& a, i64 b0, i64 b1) noexcept {
+    return a.weights ? pool_bags<float, true>(a, b0, b1) : pool_bags<float, false>(a, b0, b1);
 }
 
-METAREC_EMB_CLONES void pool_bags_f64(const BagArgs<double>& a, i64 b0, i64 b1) {
-    if (a.weights) {
-        pool_bags<double, true>(a, b0, b1);
-    } else {
-        pool_bags<double, false>(a, b0, b1);
-    }
+METAREC_EMB_CLONES bool pool_bags_f64(const BagArgs<double>& a, i64 b0, i64 b1) noexcept {
+    return a.weights ? pool_bags<double, true>(a, b0, b1) : pool_bags<double, false>(a, b0, b1);
 }
 
-inline void pool_bags_any(const BagArgs<float>& a, i64 b0, i64 b1) { pool_bags_f32(a, b0, b1); }
-inline void pool_bags_any(const BagArgs<double>& a, i64 b0, i64 b1) { pool_bags_f64(a, b0, b1); }
+inline bool pool_bags_any(const BagArgs<float>& a, i64 b0, i64 b1) { return pool_bags_f32(a, b0, b1); }
+inline bool pool_bags_any(const BagArgs<double>& a, i64 b0, i64 b1) { return pool_bags_f64(a, b0, b1); }
 
 // ---------------------------------------------------------------------------
 // Row-grouped reductions (backward, optimisers).
@@ -430,7 +427,9 @@ void embedding_bag(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_
                        mode == PoolMode::Mean, out};
     try {
         parallel_for(n_bags, num_threads, bag_chunk(n_bags, num_threads),
-                     [&](i64 b0, i64 b1) { pool_bags_any(a, b0, b1); });
+                     [&](i64 b0, i64 b1) {
+                         if (!pool_bags_any(a, b0, b1)) throw std::out_of_range("ids out of range");
+                     });
     } catch (const std::out_of_range&) {
         check_ids("ids", ids, n_ids, num_rows);  // name the first bad id
         throw;

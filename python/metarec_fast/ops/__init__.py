@@ -7,4 +7,21 @@ before the C++ core runs with the GIL released.
 
 from __future__ import annotations
 
+from .embedding import (
+    embedding_bag,
+    embedding_bag_backward,
+    embedding_bag_weight_grad,
+    gather,
+    sparse_adagrad_,
+    sparse_sgd_,
+)
+
 __all__: list[str] = []
+__all__ += [
+    "embedding_bag",
+    "embedding_bag_backward",
+    "embedding_bag_weight_grad",
+    "gather",
+    "sparse_adagrad_",
+    "sparse_sgd_",
+]
