@@ -34,6 +34,11 @@ class RowError(ValueError):
         self.row = int(row)
 
 
+def _py(v: Any) -> Any:
+    """A numpy scalar as a plain Python value (for messages)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
@@ -53,7 +58,7 @@ def _encode_ids(raw: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
         bad = arr != np.floor(arr)
         if bad.any():
             row = _first(bad)
-            raise RowError(f"{name} id {arr[row]!r} at row {row} is not an integer", row)
+            raise RowError(f"{name} id {_py(arr[row])!r} at row {row} is not an integer", row)
         arr = arr.astype(np.int64)
     if arr.dtype.kind in "iu":
         if arr.size and arr.dtype.kind == "i":
@@ -394,14 +399,14 @@ class Interactions:
             if q.dtype.kind == "f" and np.all(q == np.floor(q)):
                 q = q.astype(np.int64)
             else:
-                raise KeyError(f"unknown raw {name} id {q[0]!r}")
+                raise KeyError(f"unknown raw {name} id {_py(q[0])!r}")
         elif table.dtype.kind not in "iu" and q.dtype.kind != table.dtype.kind and table.dtype.kind != "O":
             q = q.astype(table.dtype)
         pos = np.searchsorted(table, q)
         pos_c = np.minimum(pos, max(len(table) - 1, 0))
         ok = (pos < len(table)) & (table[pos_c] == q) if len(table) else np.zeros(len(q), bool)
         if not np.all(ok):
-            raise KeyError(f"unknown raw {name} id {q[_first(~ok)]!r}")
+            raise KeyError(f"unknown raw {name} id {_py(q[_first(~ok)])!r}")
         out = pos.astype(np.int32)
         return out[0] if scalar else out
 
