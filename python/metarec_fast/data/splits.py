@@ -19,7 +19,9 @@ Scenarios (as in MeLU):
 * ``"warm"``: every user trains; a seeded ``val_fraction``/``test_fraction``
   of users additionally hold out their last ``query`` interactions (by the
   ``by`` order); their val/test task's support is the ``support`` interactions
-  just before the holdout (which are also in train: the user is known).
+  just before the holdout (which are also in train: the user is known). A
+  train task holds a user's whole history (support = the first K, query = the
+  rest of the history).
 
 Within a task, interactions are ordered by ``by``: ``"time"`` (timestamp, ties
 by item id) or ``"random"`` (seeded). ``support=K`` takes the first K and
@@ -503,9 +505,10 @@ def _warm(data: Interactions, report: dict[str, Any], support: int | str, query:
         "rows_cross_state": 0,
         "users_without_holdout": int((ok & ~can_hold).sum()),
     })
-    # Train: every eligible user's history (rows not held out), cut into support / query.
+    # Train: every eligible user's whole history (rows not held out): support = the first K
+    # (or all but the last N), query = the rest of the history, so every known row is trained on.
     train_rows = rows[~held]
-    parts = _tasks(data, train_rows, support, query, lo, None)
+    parts = _tasks(data, train_rows, support, "rest" if support != "all_but_query" else query, lo, None)
     sets = [_taskset(data, "train", parts, np.zeros(0), report)]
     shared = 0
     for gi, name in ((1, "val"), (2, "test")):
