@@ -21,8 +21,9 @@ def reference_adapt(rec, items, ratings, p, b, steps):
     for _ in range(steps):
         f = rec.item_vectors[items] @ p + b + rec.item_offsets[items]
         d1 = 2 * (f - ratings)
-        gp = (d1[:, None] * rec.item_vectors[items]).mean(0) + rec.l2 * p
-        gb = d1.mean()
+        n = max(len(items), 1)  # an empty support set: only the L2 term moves p
+        gp = (d1[:, None] * rec.item_vectors[items]).sum(0) / n + rec.l2 * p
+        gb = d1.sum() / n
         p, b = p - rec.alpha[0] * gp, b - rec.alpha_b * gb
     return p, b
 

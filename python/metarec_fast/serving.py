@@ -72,6 +72,8 @@ def _support_csr(support: Any, n_items: int) -> tuple[np.ndarray, np.ndarray, np
             if not (isinstance(pair, tuple) and len(pair) == 2):
                 raise TypeError(f"support[{u}] must be an (item_ids, ratings) pair")
             it, rt = np.asarray(pair[0]).reshape(-1), np.asarray(pair[1], dtype=np.float64).reshape(-1)
+            if it.size == 0:
+                it = it.astype(np.int64)  # np.asarray([]) is float64
             if it.shape != rt.shape:
                 raise ValueError(f"support[{u}] has {it.size} items but {rt.size} ratings")
             lengths.append(it.size)
@@ -166,11 +168,11 @@ class Recommender:
             kw = dict(steps=learner.inner_steps, l2=learner.l2, alpha=learner.base_lr)
             if learner.inner_lrs is not None:
                 lrs = dict(zip(learner.adapted_names, learner.inner_lrs))
-                kw["alpha"], kw["alpha_b"] = arr(lrs["head_p"]), float(lrs["head_b"])
+                kw["alpha"], kw["alpha_b"] = arr(lrs["head_p"]), float(lrs["head_b"].detach())
         init_net = getattr(model, "init_net", None)
         if init_net is not None:
             kw["init_weight"], kw["init_bias"] = arr(init_net.weight), arr(init_net.bias)
-        return cls(arr(H), arr(c), arr(model.head_p), float(model.head_b), loss=model.loss,
+        return cls(arr(H), arr(c), arr(model.head_p), float(model.head_b.detach()), loss=model.loss,
                    config={"model": type(model).__name__, **config}, **kw)
 
     # -- adaptation -------------------------------------------------------

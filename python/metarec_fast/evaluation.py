@@ -1,0 +1,219 @@
+"""The evaluation protocols of DESIGN.md, for meta-learners and baselines alike.
+
+Every model is evaluated on the same test tasks through one contract, a
+:class:`Scorer`: given tasks, adapt to each task's support set and return
+scores for the whole catalogue. From those scores:
+
+* ``rating``: MAE and RMSE on the query interactions (models that predict
+  ratings only; NaN for the others).
+* ``query_ranking``: MeLU's within-query nDCG@k, graded gain ``2^r - 1``.
+* ``full_ranking``: every item except the support items is ranked (C++ top-k);
+  relevant = query items rated >= ``threshold`` (all query items for implicit
+  data); precision, recall, recall_capped, ndcg, hr, map, mrr @k. Users without
+  a relevant item are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+PROTOCOLS = ("rating", "query_ranking", "full_ranking")
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What :func:`evaluate` needs of a model.
+
+    ``score(tasks)`` adapts to every task's support set and returns
+    ``[n_tasks, n_items]`` scores; ``predicts_ratings`` says whether those scores
+    are ratings (then MAE/RMSE are reported).
+    """
+
+    name: str
+    predicts_ratings: bool
+
+    def score(self, tasks: Any) -> np.ndarray: ...
+
+
+@dataclass
+class Report:
+    """Evaluation results: one entry per model, JSON-serialisable.
+
+    ``results[i]`` = ``{"model": name, "metrics": {...}, "counts": {...}}``.
+    """
+
+    results: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, model: str) -> dict[str, float]:
+        for r in self.results:
+            if r["model"] == model:
+                return r["metrics"]
+        raise KeyError(f"no model {model!r} in this report; it has {[r['model'] for r in self.results]}")
+
+    def models(self) -> list[str]:
+        return [r["model"] for r in self.results]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": self.results, "config": self.config}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), default=_json_default, **kwargs)
+
+    def table(self, metrics: Sequence[str] | None = None) -> str:
+        """A fixed-width text table, one row per model."""
+        return format_table(self.results, metrics)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+DEFAULT_COLUMNS = ("mae", "rmse", "query_ndcg@3", "precision@10", "recall@10", "ndcg@10", "hr@10",
+                   "map@10", "mrr@10")
+
+
+def format_table(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None) -> str:
+    """Text table of ``results`` (each with ``model``, ``metrics`` and optional ``std``)."""
+    if not results:
+        return "(no results)"
+    available = list(results[0]["metrics"])
+    cols = [m for m in (metrics or DEFAULT_COLUMNS) if m in available] or available[:8]
+    has_std = any(r.get("std") for r in results)
+    width = max(10 if not has_std else 16, *(len(c) for c in cols))
+    name_w = max(len("model"), *(len(r["model"]) for r in results))
+    lines = [f"{'model':<{name_w}}  " + "  ".join(f"{c:>{width}}" for c in cols)]
+    for r in results:
+        cells = []
+        for c in cols:
+            v = r["metrics"].get(c, math.nan)
+            s = r.get("std", {}).get(c) if has_std else None
+            text = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+            if s is not None and text != "n/a" and not math.isnan(s):
+                text += f" ± {s:.4f}"
+            cells.append(f"{text:>{width}}")
+        lines.append(f"{r['model']:<{name_w}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def relevant_items(tasks: Any, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(indptr, items)`` of each task's relevant query items."""
+    q = tasks.query
+    keep = np.ones(q.n_interactions, dtype=bool) if (threshold is None or tasks.implicit) else q.ratings >= threshold
+    rows = np.repeat(np.arange(len(q)), q.lengths)
+    counts = np.bincount(rows[keep], minlength=len(q))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return indptr, np.asarray(q.items[keep], dtype=np.int64)
+
+
+def _query_predictions(scores: np.ndarray, tasks: Any) -> np.ndarray:
+    rows = np.repeat(np.arange(len(tasks.query)), tasks.query.lengths)
+    return scores[rows, tasks.query.items]
+
+
+def evaluate(
+    models: Scorer | Iterable[Scorer],
+    test_tasks: Any,
+    protocols: Sequence[str] = PROTOCOLS,
+    ks: Sequence[int] = (1, 3, 5, 10, 20),
+    threshold: float = 4.0,
+    batch_size: int = 1024,
+    num_threads: int | None = None,
+    show_progress: bool = False,
+) -> Report:
+    """Evaluate every model on ``test_tasks`` with the given protocols.
+
+    Args:
+        models: one :class:`Scorer` or several (baselines, wrapped meta-learners).
+        test_tasks: a :class:`~metarec_fast.data.TaskSet`.
+        protocols: any of ``"rating"``, ``"query_ranking"``, ``"full_ranking"``.
+        ks: cutoffs for the ranking metrics.
+        threshold: explicit ratings >= threshold are relevant for full ranking.
+        batch_size: tasks scored at once (bounds the ``[batch, n_items]`` score block).
+    """
+    from . import metrics
+    from .ops import topk
+
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {unknown}; choose from {PROTOCOLS}")
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] <= 0:
+        raise ValueError(f"ks must be positive ints, got {ks}")
+    if len(test_tasks) == 0:
+        raise ValueError("test_tasks is empty")
+    if isinstance(models, Scorer):
+        models = [models]
+    models = list(models)
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+
+    results = []
+    for model in models:
+        agg: dict[str, list[np.ndarray]] = {}
+        abs_err = sq_err = 0.0
+        n_rating = 0
+        for start in range(0, len(test_tasks), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(test_tasks)))
+            tasks = test_tasks.subset(idx)
+            scores = np.asarray(model.score(tasks))
+            if scores.shape != (len(tasks), test_tasks.n_items):
+                raise ValueError(
+                    f"{model.name}.score returned shape {scores.shape}, expected "
+                    f"({len(tasks)}, {test_tasks.n_items})"
+                )
+            pred = _query_predictions(scores, tasks)
+            true = tasks.query.ratings.astype(np.float64)
+            if "rating" in protocols and model.predicts_ratings and pred.size:
+                abs_err += float(np.abs(pred - true).sum())
+                sq_err += float(((pred - true) ** 2).sum())
+                n_rating += pred.size
+            if "query_ranking" in protocols:
+                r = metrics.query_ndcg(pred.astype(np.float64), true, tasks.query.indptr, ks=ks,
+                                       num_threads=num_threads)
+                for key, val in r.per_query.items():
+                    agg.setdefault(f"query_{key}", []).append(val)
+            if "full_ranking" in protocols:
+                exclude = (np.asarray(tasks.support.indptr, np.int64), np.asarray(tasks.support.items, np.int64))
+                ids, _ = topk(np.ascontiguousarray(scores), max(ks), exclude=exclude, num_threads=num_threads)
+                rel = relevant_items(tasks, threshold)
+                r = metrics.ranking(ids, rel, ks=ks, n_items=test_tasks.n_items, num_threads=num_threads)
+                for key, val in r.per_query.items():
+                    agg.setdefault(key, []).append(val)
+        out: dict[str, float] = {}
+        counts: dict[str, int] = {"tasks": len(test_tasks)}
+        if "rating" in protocols:
+            out["mae"] = abs_err / n_rating if n_rating else math.nan
+            out["rmse"] = math.sqrt(sq_err / n_rating) if n_rating else math.nan
+            counts["rated_interactions"] = n_rating
+        for key, parts in agg.items():
+            values = np.concatenate(parts)
+            ok = ~np.isnan(values)
+            out[key] = float(values[ok].mean()) if ok.any() else math.nan
+        if "full_ranking" in protocols:
+            ndcg = np.concatenate(agg[f"ndcg@{ks[0]}"])
+            counts["ranking_evaluated"] = int((~np.isnan(ndcg)).sum())
+            counts["ranking_skipped_no_relevant"] = int(np.isnan(ndcg).sum())
+        if "query_ranking" in protocols:
+            q = np.concatenate(agg[f"query_ndcg@{ks[0]}"])
+            counts["query_ranking_evaluated"] = int((~np.isnan(q)).sum())
+            counts["query_ranking_skipped"] = int(np.isnan(q).sum())
+        results.append({"model": model.name, "metrics": out, "counts": counts})
+    config = {"protocols": list(protocols), "ks": list(ks), "threshold": threshold,
+              "n_test_tasks": len(test_tasks), "implicit": bool(getattr(test_tasks, "implicit", False))}
+    return Report(results, config)
