@@ -103,13 +103,17 @@ class BiasBaseline(Baseline):
         self.reg_item, self.reg_user, self.grid = reg_item, reg_user, tuple(grid)
 
     def _item_bias(self, reg: float) -> np.ndarray:
-        return self._item_sum / (reg + self._item_n)
+        denom = reg + self._item_n
+        # An item never rated in training (and reg = 0) gets no bias.
+        return np.divide(self._item_sum, denom, out=np.zeros_like(self._item_sum), where=denom > 0)
 
     def _user_bias(self, tasks: Any, item_bias: np.ndarray, reg: float) -> np.ndarray:
         s = tasks.support
-        resid = s.ratings - self.mu - item_bias[s.items]
+        resid = s.ratings.astype(np.float64) - self.mu - item_bias[s.items]
         rows = np.repeat(np.arange(len(tasks)), s.lengths)
-        return np.bincount(rows, resid, minlength=len(tasks)) / (reg + s.lengths)
+        sums = np.bincount(rows, resid, minlength=len(tasks))
+        denom = (reg + s.lengths).astype(np.float64)
+        return np.divide(sums, denom, out=np.zeros_like(sums), where=denom > 0)
 
     def fit(self, train: Any, val: Any = None) -> "BiasBaseline":
         m = train_matrix(train)
@@ -128,7 +132,7 @@ class BiasBaseline(Baseline):
                 for ru in reg_users:
                     bu = self._user_bias(val, bi, ru)
                     pred = self.mu + bi[val.query.items] + bu[q_rows]
-                    rmse = float(np.sqrt(np.mean((pred - val.query.ratings) ** 2)))
+                    rmse = float(np.sqrt(np.mean((pred - val.query.ratings.astype(np.float64)) ** 2)))
                     if rmse < best[0]:
                         best = (rmse, ri, ru)
         self.reg_item_, self.reg_user_ = best[1], best[2]

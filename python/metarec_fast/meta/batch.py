@@ -71,6 +71,40 @@ class TaskBatch:
         )
 
     @classmethod
+    def from_tasks(
+        cls,
+        tasks: Any,
+        idx: Any = None,
+        dtype: torch.dtype = torch.float32,
+        user_features: Any = None,
+    ) -> "TaskBatch":
+        """The tasks ``idx`` (default: all) of a :class:`~metarec_fast.data.TaskSet`,
+        padded to this batch's longest support and query set.
+
+        ``user_features``: optional ``[n_users, F]`` array indexed by the dataset's
+        dense user ids (e.g. :func:`metarec_fast.models.features.one_hot` of
+        ``data.user_features``); each task gets its user's row.
+        """
+        import numpy as np
+
+        idx = np.arange(len(tasks)) if idx is None else np.asarray(idx)
+        arrays = tasks.batch(idx, padded=True)
+
+        def side(part: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return (
+                torch.from_numpy(np.ascontiguousarray(part.items, dtype=np.int64)),
+                torch.from_numpy(part.ratings).to(dtype),
+                torch.from_numpy(part.mask).to(dtype),
+            )
+
+        uf = None
+        if user_features is not None:
+            uf = torch.as_tensor(np.asarray(user_features)[np.asarray(arrays.users, dtype=np.int64)])
+            uf = uf.to(dtype) if uf.is_floating_point() else uf
+        users = torch.from_numpy(np.asarray(arrays.users, dtype=np.int64))
+        return cls(*side(arrays.support), *side(arrays.query), users=users, user_features=uf)
+
+    @classmethod
     def from_lists(
         cls,
         support: list[tuple[list[int], list[float]]],

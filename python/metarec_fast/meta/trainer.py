@@ -27,6 +27,10 @@ class DivergenceError(RuntimeError):
     """The meta-loss became NaN or infinite."""
 
 
+def _n_tasks(tasks: Any) -> int:
+    return tasks.n_tasks if isinstance(tasks, TaskBatch) else len(tasks)
+
+
 def _generator(random_state: Any) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
@@ -48,6 +52,8 @@ class MetaTrainer:
             heads), ``"torch"`` (torch.func, any model) or ``"auto"`` (cpp when it applies).
         random_state: seeds task shuffling (int, numpy Generator or None). With a
             seed, a run on the CPU is deterministic.
+        user_features: ``[n_users, F]`` side features by dense user id, for models
+            that condition on them (MeLU, MetaMF with ``user_feature_dim``).
 
     After :meth:`fit`, :attr:`history` holds one dict per epoch
     (``epoch``, ``train_loss``, ``val_loss``, ``seconds``).
@@ -67,6 +73,7 @@ class MetaTrainer:
         clip_grad: float | None = None,
         engine: str = "auto",
         random_state: Any = None,
+        user_features: Any = None,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -86,6 +93,8 @@ class MetaTrainer:
         else:
             self.optimizer = torch.optim.SGD(params, lr=outer_lr)
         self.rng = _generator(random_state)
+        self.user_features = user_features
+        self.dtype = next(model.parameters()).dtype
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.best_val = math.inf
@@ -104,12 +113,19 @@ class MetaTrainer:
         self.optimizer.step()
         return loss
 
-    def validation_loss(self, tasks: TaskBatch, batch_size: int = 256) -> float:
+    def batch(self, tasks: Any, idx: Any) -> TaskBatch:
+        """Tasks ``idx`` of a :class:`~metarec_fast.data.TaskSet` (or a TaskBatch) as a TaskBatch."""
+        if isinstance(tasks, TaskBatch):
+            return tasks.select(idx)
+        return TaskBatch.from_tasks(tasks, idx, dtype=self.dtype, user_features=self.user_features)
+
+    def validation_loss(self, tasks: Any, batch_size: int = 256) -> float:
         """Mean query loss after adaptation, over tasks that have a query set."""
         total, count = 0.0, 0.0
+        n = _n_tasks(tasks)
         with torch.no_grad():
-            for start in range(0, tasks.n_tasks, batch_size):
-                batch = tasks.select(np.arange(start, min(start + batch_size, tasks.n_tasks)))
+            for start in range(0, n, batch_size):
+                batch = self.batch(tasks, np.arange(start, min(start + batch_size, n)))
                 losses = query_losses(self.model, self.learner.adapt(batch), batch)
                 has_query = batch.query_mask.sum(-1) > 0
                 total += float(losses[has_query].sum())
@@ -119,8 +135,8 @@ class MetaTrainer:
     # -- the loop ---------------------------------------------------------
     def fit(
         self,
-        train_tasks: TaskBatch,
-        val_tasks: TaskBatch | None = None,
+        train_tasks: Any,
+        val_tasks: Any = None,
         epochs: int = 10,
         show_progress: bool = True,
         callback: Callable[[dict[str, float]], Any] | None = None,
@@ -129,6 +145,9 @@ class MetaTrainer:
         min_delta: float = 0.0,
     ) -> "MetaTrainer":
         """Meta-train for ``epochs`` passes over ``train_tasks``.
+
+        ``train_tasks``/``val_tasks`` are :class:`~metarec_fast.data.TaskSet` s
+        (padded per meta-batch) or ready :class:`TaskBatch` es.
 
         With ``val_tasks``, the validation loss is computed after every epoch and
         the best parameters are restored at the end; ``patience`` stops after
@@ -139,11 +158,11 @@ class MetaTrainer:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        if train_tasks.n_tasks == 0:
+        if _n_tasks(train_tasks) == 0:
             raise ValueError("train_tasks is empty")
         from tqdm.auto import tqdm
 
-        n = train_tasks.n_tasks
+        n = _n_tasks(train_tasks)
         n_batches = math.ceil(n / self.meta_batch_size)
         bar = tqdm(total=(epochs - self.epoch) * n_batches, disable=not show_progress, desc="meta-train")
         try:
@@ -154,7 +173,7 @@ class MetaTrainer:
                 for b in range(n_batches):
                     idx = order[b * self.meta_batch_size : (b + 1) * self.meta_batch_size]
                     try:
-                        losses.append(self.step(train_tasks.select(idx)))
+                        losses.append(self.step(self.batch(train_tasks, idx)))
                     except DivergenceError as exc:
                         raise DivergenceError(f"{exc}, step {b + 1}; the last checkpoint is intact") from None
                     bar.update(1)

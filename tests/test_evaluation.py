@@ -1,0 +1,183 @@
+"""Evaluation protocols and baselines, against direct per-user computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from metarec_fast import datasets
+from metarec_fast.baselines import EASE, BiasBaseline, ItemKNN, Popularity, train_matrix
+from metarec_fast.data import cold_start_split
+from metarec_fast.evaluation import Report, evaluate
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = datasets.synthetic(n_users=300, n_items=120, n_interactions=9000, random_state=1)
+    return cold_start_split(data, scenario="user", support=5, query="rest", random_state=0)
+
+
+class RandomScorer:
+    predicts_ratings = True
+
+    def __init__(self, name="random", seed=0):
+        self.name, self.seed = name, seed
+
+    def score(self, tasks):
+        # Deterministic per user so batching does not change the scores.
+        rng = [np.random.default_rng(self.seed * 100_000 + int(u)) for u in tasks.users]
+        return np.stack([g.uniform(1, 5, tasks.n_items) for g in rng])
+
+
+def direct_metrics(scores, tasks, k, threshold=4.0):
+    """Per-user loops: the reference for evaluate()."""
+    ndcgs, precs, recalls, q_ndcgs = [], [], [], []
+    abs_err, sq_err, n = 0.0, 0.0, 0
+    for u in range(len(tasks)):
+        s0, s1 = tasks.support.indptr[u], tasks.support.indptr[u + 1]
+        q0, q1 = tasks.query.indptr[u], tasks.query.indptr[u + 1]
+        sup = set(tasks.support.items[s0:s1].tolist())
+        q_items = tasks.query.items[q0:q1]
+        q_r = tasks.query.ratings[q0:q1].astype(float)
+        pred = scores[u, q_items]
+        abs_err += np.abs(pred - q_r).sum()
+        sq_err += ((pred - q_r) ** 2).sum()
+        n += len(q_items)
+        # MeLU's within-query nDCG@k, graded gain.
+        order = np.argsort(-pred, kind="stable")
+        gains = 2 ** q_r - 1
+        disc = 1 / np.log2(np.arange(2, tasks.n_items + 2))
+        idcg = (np.sort(gains)[::-1][:k] * disc[: min(k, len(gains))]).sum()
+        if idcg > 0:
+            q_ndcgs.append((gains[order][:k] * disc[: min(k, len(gains))]).sum() / idcg)
+        # Full ranking with support excluded; ties to the lower id.
+        cand = [i for i in np.lexsort((np.arange(tasks.n_items), -scores[u])) if i not in sup][:k]
+        rel = set(q_items[q_r >= threshold].tolist())
+        if not rel:
+            continue
+        hits = np.array([i in rel for i in cand], dtype=float)
+        dcg = (hits * disc[: len(hits)]).sum()
+        ideal = disc[: min(k, len(rel))].sum()
+        ndcgs.append(dcg / ideal)
+        precs.append(hits.sum() / k)
+        recalls.append(hits.sum() / len(rel))
+    return dict(mae=abs_err / n, rmse=math.sqrt(sq_err / n), ndcg=np.mean(ndcgs),
+                precision=np.mean(precs), recall=np.mean(recalls), query_ndcg=np.mean(q_ndcgs),
+                evaluated=len(ndcgs), skipped=len(tasks) - len(ndcgs))
+
+
+@pytest.mark.parametrize("batch_size", [7, 1024])
+def test_evaluate_matches_direct_computation(split, batch_size):
+    model = RandomScorer()
+    rep = evaluate([model], split.test, ks=(3, 10), batch_size=batch_size)
+    ref = direct_metrics(model.score(split.test), split.test, 10)
+    m = rep["random"]
+    assert m["mae"] == pytest.approx(ref["mae"], rel=1e-9)
+    assert m["rmse"] == pytest.approx(ref["rmse"], rel=1e-9)
+    assert m["ndcg@10"] == pytest.approx(ref["ndcg"], rel=1e-9)
+    assert m["precision@10"] == pytest.approx(ref["precision"], rel=1e-9)
+    assert m["recall@10"] == pytest.approx(ref["recall"], rel=1e-9)
+    assert m["query_ndcg@10"] == pytest.approx(ref["query_ndcg"], rel=1e-9)
+    counts = rep.results[0]["counts"]
+    assert counts["ranking_evaluated"] == ref["evaluated"]
+    assert counts["ranking_skipped_no_relevant"] == ref["skipped"]
+
+
+def test_report_is_json_and_has_a_table(split):
+    rep = evaluate([RandomScorer("a", 0), RandomScorer("b", 1)], split.test, ks=(10,))
+    import json
+
+    back = json.loads(rep.to_json())
+    assert [r["model"] for r in back["results"]] == ["a", "b"]
+    table = rep.table()
+    assert "ndcg@10" in table and "a" in table.splitlines()[1]
+    assert isinstance(rep, Report) and rep.models() == ["a", "b"]
+    with pytest.raises(KeyError, match="c"):
+        rep["c"]
+
+
+def test_evaluate_rejects_bad_arguments(split):
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate([RandomScorer()], split.test, protocols=("speed",))
+    with pytest.raises(ValueError, match="unique"):
+        evaluate([RandomScorer(), RandomScorer()], split.test)
+    with pytest.raises(ValueError, match="ks"):
+        evaluate([RandomScorer()], split.test, ks=(0,))
+
+
+def test_popularity_scores_are_training_counts(split):
+    pop = Popularity().fit(split.train)
+    counts = np.asarray(train_matrix(split.train, binary=True).sum(0)).ravel()
+    s = pop.score(split.test.subset([0, 1]))
+    assert np.array_equal(s[0], counts) and np.array_equal(s[1], counts)
+
+
+def test_bias_baseline_formula_and_tuning(split):
+    b = BiasBaseline(reg_item=3.0, reg_user=7.0).fit(split.train)
+    m = train_matrix(split.train).tocoo()
+    mu = m.data.mean()
+    bi = np.zeros(split.train.n_items)
+    for i in range(split.train.n_items):
+        r = m.data[m.col == i]
+        bi[i] = (r - mu).sum() / (3.0 + len(r))
+    t = split.test
+    s = b.score(t)
+    for u in range(3):
+        items = t.support.items[t.support.indptr[u]:t.support.indptr[u + 1]]
+        r = t.support.ratings[t.support.indptr[u]:t.support.indptr[u + 1]]
+        bu = (r - mu - bi[items]).sum() / (7.0 + len(r))
+        np.testing.assert_allclose(s[u], mu + bi + bu, rtol=1e-9)
+    tuned = BiasBaseline().fit(split.train, split.val)
+    assert tuned.tuning["reg_item"] in tuned.grid and np.isfinite(tuned.tuning["val_rmse"])
+
+
+def test_ease_matches_closed_form(split):
+    e = EASE(reg=50.0).fit(split.train)
+    x = train_matrix(split.train, binary=True).toarray()
+    g = x.T @ x + 50.0 * np.eye(x.shape[1])
+    p = np.linalg.inv(g)
+    b = np.eye(x.shape[1]) - p / np.diag(p)
+    np.testing.assert_allclose(e.B, b, atol=1e-5)
+    tuned = EASE(grid=(10.0, 100.0)).fit(split.train, split.val)
+    assert tuned.reg_ in (10.0, 100.0)
+
+
+def test_itemknn_matches_cosine(split):
+    knn = ItemKNN(n_neighbors=None, shrink=0.0).fit(split.train)
+    x = train_matrix(split.train, binary=True).toarray()
+    norms = np.linalg.norm(x, axis=0)
+    sim = (x.T @ x) / (np.outer(norms, norms) + 1e-12)
+    np.fill_diagonal(sim, 0)
+    np.testing.assert_allclose(knn.sim, sim, atol=1e-6)
+
+
+def test_unfitted_baseline_raises(split):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Popularity().score(split.test)
+
+
+torch = pytest.importorskip("torch")
+
+
+def test_pretrain_finetune_runs_and_tunes(split):
+    from metarec_fast.baselines import PretrainFinetune
+
+    pf = PretrainFinetune(dim=8, epochs=2, step_grid=(0, 5), lr_grid=(0.05,)).fit(split.train, split.val)
+    s = pf.score(split.test)
+    assert s.shape == (len(split.test), split.test.n_items) and np.isfinite(s).all()
+    assert pf.tuning["steps"] in (0, 5)
+
+
+def test_meta_scorer_engines_agree(split):
+    from metarec_fast.meta import MetaScorer, MetaTrainer
+    from metarec_fast.models import MetaMF
+
+    scores = {}
+    for engine in ("cpp", "torch"):
+        model = MetaMF(split.train.n_items, dim=4, random_state=0, dtype=torch.float64, global_bias=3.0)
+        trainer = MetaTrainer(model, "maml", inner_steps=2, inner_lr=0.05, meta_batch_size=32,
+                              engine=engine, random_state=0).fit(split.train, epochs=1, show_progress=False)
+        scores[engine] = MetaScorer(trainer).score(split.test)
+    np.testing.assert_allclose(scores["cpp"], scores["torch"], rtol=1e-9)
