@@ -32,9 +32,12 @@ inline void loss_derivatives(AdaptLoss loss, T f, T y, T& d1, T& d2) {
     }
 }
 
+// `omp simd reduction` lets the compiler vectorise the sum (a fixed lane
+// order, so results still do not depend on the thread count).
 template <class T>
 inline T dot(const T* a, const T* b, std::int64_t d) {
     T acc = 0;
+#pragma omp simd reduction(+ : acc)
     for (std::int64_t k = 0; k < d; ++k) acc += a[k] * b[k];
     return acc;
 }
@@ -71,6 +74,7 @@ T support_gradient(const LinearHeadBatch<T>& bt, std::int64_t u, const T* theta,
         const T f = dot(theta, h, d) + theta[d] + bt.c[item];
         T d1, d2;
         loss_derivatives(bt.loss, f, bt.support_targets[j], d1, d2);
+#pragma omp simd
         for (std::int64_t k = 0; k < d; ++k) gp[k] += d1 * h[k];
         gb += d1;
     }
@@ -187,6 +191,7 @@ LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* t
                     const T coef = inv_n * d2 * s;
                     const T lin = inv_n * d1;
                     T* eh = entry_h.data() + j * d;
+#pragma omp simd
                     for (std::int64_t k = 0; k < d; ++k) {
                         hw[k] += coef * h[k];
                         eh[k] -= coef * cur[k] + lin * w[k];
