@@ -89,20 +89,25 @@ def make_synthetic(
 
     # Activity: log-normal, scaled to the requested total.
     act = np.exp(activity_sigma * rng.standard_normal(n_users))
-    act *= total / act.sum()
-    counts = np.clip(np.round(act), min(min_activity, n_items), max(n_items // 2, 1)).astype(np.int64)
+    lo_act, hi_act = min(min_activity, n_items), max(n_items // 2, 1)
+    for _ in range(8):  # rescale so that the clipped counts add up to the requested total
+        counts = np.clip(np.round(act * (total / act.sum())), lo_act, hi_act).astype(np.int64)
+        if abs(counts.sum() - total) <= 0.002 * total:
+            break
+        free = (counts > lo_act) & (counts < hi_act)
+        if not free.any():
+            break
+        act = np.where(free, act * (1 + (total - counts.sum()) / max(counts[free].sum(), 1)), act)
     row_user = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     target = len(row_user)
     keys = np.zeros(0, dtype=np.int64)
-    for _ in range(4):  # repeated (user, item) draws are kept once: top up a few times
+    for _ in range(3):  # repeated (user, item) draws are kept once: top up each user's deficit
         row_item = _draw(cdf, guide, cluster[row_user], rng)
         keys = _sorted_unique(np.concatenate([keys, row_user * n_items + row_item]))
-        deficit = target - len(keys)
-        if deficit <= 0.005 * target:
+        need = counts - np.bincount(keys // n_items, minlength=n_users)
+        if need.sum() <= 0.01 * target:
             break
-        # Draw the missing rows for users in proportion to their activity.
-        row_user = np.repeat(np.arange(n_users, dtype=np.int64), counts)[
-            rng.integers(0, target, int(deficit * 1.1) + 1)]
+        row_user = np.repeat(np.arange(n_users, dtype=np.int64), np.ceil(np.maximum(need, 0) * 1.2).astype(np.int64))
     users = (keys // n_items).astype(np.int32)
     items = (keys % n_items).astype(np.int32)
     n = len(keys)
