@@ -179,3 +179,13 @@ def test_features_validation():
         Features(2, multi={"g": (np.array([0, 1]), np.array([0]))}, vocab={"g": ["x"]})
     with pytest.raises(ValueError, match="unique"):
         Features(2, numeric={"a": np.zeros(2)}, ids=[1, 1])
+
+
+def test_data_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, metarec_fast, metarec_fast.data, metarec_fast.datasets; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'pooch', 'torch', 'platformdirs') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

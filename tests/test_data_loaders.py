@@ -297,3 +297,13 @@ def test_archive_put_in_cache_by_hand_is_checked(tmp_path, monkeypatch):
 def test_synthetic_entry_point():
     d = datasets.synthetic(200, 100, random_state=3)
     assert d.n_users == 200 and d.n_items == 100 and not d.implicit
+
+
+def test_load_table_without_header(tmp_path):
+    (tmp_path / "log.tsv").write_text("7\t1\t2.5\t100\n8\t1\t4\t200\n")
+    d = load_table(tmp_path / "log.tsv", header=False)
+    assert (d.n_users, d.n_items, len(d)) == (2, 1, 2)
+    np.testing.assert_array_equal(d.timestamps, [100, 200])
+    (tmp_path / "pairs.csv").write_text("a,x\nb,y\n")
+    d = load_table(tmp_path / "pairs.csv", header=False)
+    assert d.implicit and list(d.user_raw_ids) == ["a", "b"]

@@ -594,6 +594,7 @@ def melu_split(
               0.0, warm_fraction, "random", rng)
     out["train"], out["warm"] = w.train, w.test
     out["warm"].name = "warm"
+    out["warm"].report["set"] = "warm"
     for name, (gu, gi) in (("user_cold", (2, 0)), ("item_cold", (0, 2)), ("user_item_cold", (2, 2))):
         rows = _order(data, np.flatnonzero((ru == gu) & (ri == gi)), "random", rng)
         parts = _tasks(data, rows, "all_but_query", query, lo, max_interactions)
