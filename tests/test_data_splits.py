@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metarec_fast.data import Interactions, TaskSet, cold_start_split, make_synthetic, melu_split
 
@@ -265,3 +267,57 @@ def test_time_needs_timestamps_and_data_type():
         cold_start_split("not data")
     with pytest.raises(TypeError, match="random_state"):
         cold_start_split(d, by="random", random_state="seed")
+
+
+@pytest.mark.parametrize("scenario", ["user", "item", "both", "warm"])
+def test_every_row_is_accounted_for_and_report_is_json(small, scenario):
+    import json
+
+    train, val, test = cold_start_split(small, scenario, support=4, query=3, random_state=1)
+    r = train.report
+    placed = sum(t.report["support_rows"] + t.report["query_rows"] + t.report["rows_beyond_query"]
+                 + t.report["rows_of_dropped_users"] for t in (train, val, test))
+    placed += r["rows_of_users_dropped_before_grouping"] + r["rows_cross_state"]
+    placed -= r.get("rows_shared_with_train", 0)
+    assert placed == len(small) == r["rows_total"]
+    for t in (train, val, test):
+        json.dumps(t.report)
+        assert t.report["set"] == t.name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scenario=st.sampled_from(["user", "item", "both", "warm"]),
+    by=st.sampled_from(["time", "random"]),
+    support=st.sampled_from([1, 3, "all_but_query"]),
+    query=st.sampled_from([1, 2, "rest"]),
+)
+def test_split_invariants_property(seed, scenario, by, support, query):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    d = Interactions.from_arrays(rng.integers(0, 120, n), rng.integers(0, 200, n), rng.integers(1, 6, n),
+                                 rng.integers(0, 50, n))  # many equal timestamps on purpose
+    if (support == "all_but_query" and query == "rest") or (scenario == "warm" and query == "rest"):
+        with pytest.raises(ValueError):
+            cold_start_split(d, scenario, by=by, support=support, query=query, random_state=seed)
+        return
+    try:
+        split = cold_start_split(d, scenario, by=by, support=support, query=query, random_state=seed)
+    except ValueError as exc:  # tiny random data: a set may end up empty, which must be said clearly
+        assert "no task" in str(exc) or "no user" in str(exc)
+        return
+    for ts in split:
+        check_disjoint_support_query(ts)
+        if by == "time":
+            check_time_order(ts)
+        if isinstance(support, int):
+            assert np.all(ts.support.lengths == support) or (scenario == "warm" and ts.name == "train")
+        if isinstance(query, int) and not (scenario == "warm" and ts.name == "train"):
+            assert np.all(ts.query.lengths == query)
+    if scenario in ("user", "both"):
+        assert len(np.intersect1d(split.train.users, split.test.users)) == 0
+    if scenario in ("item", "both"):
+        assert len(np.intersect1d(task_items(split.train), split.test.cold_items)) == 0
+    if scenario == "warm":
+        assert not (pairs(split.test, "query") & pairs(split.train))
