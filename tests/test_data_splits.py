@@ -321,3 +321,17 @@ def test_split_invariants_property(seed, scenario, by, support, query):
         assert len(np.intersect1d(task_items(split.train), split.test.cold_items)) == 0
     if scenario == "warm":
         assert not (pairs(split.test, "query") & pairs(split.train))
+
+
+def test_task_set_matrix(ml100k):
+    train, val, test = cold_start_split(ml100k, random_state=0)
+    m = train.matrix()
+    assert m.shape == (943, 1682) and m.dtype == np.float32
+    assert m.nnz == train.support.n_interactions + train.query.n_interactions
+    full = ml100k.csr()
+    u = int(train.users[5])
+    np.testing.assert_array_equal(m[u].toarray(), full[u].toarray())
+    assert m[test.users].nnz == 0
+    assert train.matrix("support").nnz == train.support.n_interactions
+    with pytest.raises(ValueError, match="part"):
+        train.matrix("all")

@@ -140,6 +140,20 @@ class TaskSet:
         """Iterate over batches (see :func:`~metarec_fast.data.iter_batches`)."""
         return iter_batches(self, batch_size, shuffle, random_state, padded, **kwargs)
 
+    def matrix(self, part: str = "both") -> sp.csr_matrix:
+        """The task set's interactions as an ``n_users x n_items`` float32 CSR in the dataset's id space
+        (rows of users without a task are empty): the training matrix for non-meta baselines.
+        ``part``: "support", "query" or "both"."""
+        if part not in ("support", "query", "both"):
+            raise ValueError(f"part must be 'support', 'query' or 'both', got {part!r}")
+        parts = [self.support, self.query] if part == "both" else [getattr(self, part)]
+        rows = np.concatenate([np.repeat(self.users, p.lengths) for p in parts])
+        cols = np.concatenate([p.items for p in parts])
+        vals = np.concatenate([p.ratings for p in parts])
+        m = sp.csr_matrix((vals, (rows, cols)), shape=(self.n_users, self.n_items), dtype=np.float32)
+        m.sort_indices()
+        return m
+
     def positives(self) -> tuple[np.ndarray, np.ndarray]:
         """Support and query items of every task as one CSR ``(indptr, items)``, for negative sampling."""
         lengths = self.support.lengths + self.query.lengths
