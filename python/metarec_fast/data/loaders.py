@@ -440,6 +440,8 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
     types = {n: (pa.float64() if n in ("rating",) else pa.int64()) for n in keep}
     types["user"] = pa.string()
     types["item"] = pa.string()
+    if "timestamp" in types:
+        types["timestamp"] = pa.string()  # epoch seconds or ISO 8601 date-times, decided below
     read = pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=1 << 24)
     parse = pacsv.ParseOptions(delimiter=sep)
     convert = pacsv.ConvertOptions(column_types=types, include_columns=keep)
@@ -447,8 +449,7 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
         table = pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse,
                                convert_options=convert)
     except pa.ArrowInvalid as exc:
-        k = [None if n in ("user", "item") or n.startswith("_skip") else ("float" if n == "rating" else "int")
-             for n in names]
+        k = [None if n in ("user", "item", "timestamp") or n.startswith("_skip") else "float" for n in names]
         err = text.diagnose(sep.encode(), k, header_lines)
         if err is not None:
             raise err from None
@@ -470,7 +471,36 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
                     if empty.any():
                         arr = arr.astype(object)
             cols[name] = arr
+        elif name == "timestamp":
+            cols[name] = _timestamps(c, text, header_lines)
         else:
             cols[name] = c.to_numpy(zero_copy_only=False) if c.null_count == 0 else c.cast(pa.float64()).to_numpy(
                 zero_copy_only=False)
     return cols, text, header_lines
+
+
+def _timestamps(c: Any, text: _Text, header_lines: int) -> np.ndarray:
+    """A string column of epoch seconds or ISO 8601 date-times -> int64 seconds (NaN for a missing one)."""
+    import pyarrow as pa
+
+    for target in (pa.int64(), pa.float64(), pa.timestamp("s")):
+        try:
+            v = c.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if target == pa.timestamp("s"):
+            v = v.cast(pa.int64())
+        if v.null_count:
+            return v.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return v.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = c.to_pylist()
+    for row, value in enumerate(values):
+        try:
+            pa.array([value]).cast(pa.timestamp("s"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                line = text.line_of_row(row, header_lines)
+                raise text.error(line, f"timestamp {value!r} is neither a number nor an ISO 8601 date-time") from None
+    raise ValueError(f"{text.path}: the timestamp column mixes epoch seconds and date-times")
