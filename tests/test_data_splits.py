@@ -335,3 +335,24 @@ def test_task_set_matrix(ml100k):
     assert train.matrix("support").nnz == train.support.n_interactions
     with pytest.raises(ValueError, match="part"):
         train.matrix("all")
+
+
+def test_item_split_key_fallbacks(tmp_path):
+    from metarec_fast.data import Features
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    users, items = rng.integers(0, 100, n), rng.integers(0, 60, n)
+    year = Features(60, numeric={"year": np.arange(1940, 2000, dtype=np.float32)}, ids=np.arange(60))
+    d = Interactions.from_arrays(users, items, timestamps=rng.integers(0, 10**6, n), item_features=year)
+    test = cold_start_split(d, "item", support=2, query=2, random_state=0).test
+    assert test.report["item_split_key"] == "year"
+    assert d.item_raw(test.cold_items).min() >= 48  # the newest 20% of the 60 releases
+    plain = Interactions.from_arrays(users, items, timestamps=rng.integers(0, 10**6, n))
+    assert cold_start_split(plain, "item", support=2, query=2, random_state=0).test.report[
+        "item_split_key"] == "first_appearance"
+    no_time = Interactions.from_arrays(users, items)
+    with pytest.raises(ValueError, match="item_split='random'"):
+        cold_start_split(no_time, "item", by="random", support=2, query=2)
+    r = cold_start_split(no_time, "item", by="random", item_split="random", support=2, query=2, random_state=0)
+    assert r.test.report["item_split_key"] == "random"

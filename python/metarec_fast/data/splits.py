@@ -10,7 +10,7 @@ Scenarios (as in MeLU):
   users in test); test users never appear in train; items are shared.
 * ``"item"``: items are split into train / val / test groups (``item_split``:
   ``"time"`` = by release date when the item features have a numeric
-  ``release_date``, else by first appearance; ``"random"``; or the name of a
+  ``release_date``, else by release ``year``, else by first appearance; ``"random"``; or the name of a
   numeric item feature); a task of set *g* holds a user's interactions with
   items of group *g* only, so no val/test ("cold") item occurs in train.
 * ``"both"``: users and items are both split; set *g* = users of group *g*
@@ -258,15 +258,22 @@ def _item_key(data: Interactions, item_split: str) -> tuple[np.ndarray | None, s
         return None, "random"
     f = data.item_features
     if item_split == "time":
-        if f is not None and "release_date" in f.numeric and not np.isnan(f.numeric["release_date"]).all():
-            key = f.numeric["release_date"].astype(np.float64)
+        # The release date when known (ML-100K), else the release year (ML-1M, CSV releases: from the
+        # title), else the item's first appearance in the log.
+        known = [c for c in ("release_date", "year") if f is not None and c in f.numeric
+                 and f.numeric[c].ndim == 1 and not np.isnan(f.numeric[c]).all()]
+        if known:
+            name = known[0]
+            key = f.numeric[name].astype(np.float64)
+            if name == "year":
+                key = (key - 1970.0) * 365.25  # days, comparable with first-appearance days below
             if np.isnan(key).any():  # unknown dates: fall back to the first appearance
                 if data.timestamps is None:
                     key = np.where(np.isnan(key), np.nanmax(key), key)
                 else:
                     first = _first_time(data.items, data.timestamps, data.n_items).astype(np.float64) / 86400.0
                     key = np.where(np.isnan(key), first, key)
-            return key, "release_date"
+            return key, name
         if data.timestamps is None:
             raise ValueError("item_split='time' needs timestamps or a numeric 'release_date' item feature; "
                              "use item_split='random'")
