@@ -145,6 +145,12 @@ def test_from_pandas_and_from_arrow_agree():
     t = pa.table({"user": [1, None, 3], "item": [1, 2, 3]})
     with pytest.raises(ValueError, match="missing user id at row 1"):
         Interactions.from_arrow(t)
+    t = pa.table({"user": ["a", "b", None], "item": [1, 2, 3]})
+    with pytest.raises(ValueError, match="missing user id at row 2"):
+        Interactions.from_arrow(t)
+    t = pa.table({"user": ["a", "b"], "item": [1, 2], "rating": pa.array([1, None], pa.int32())})
+    with pytest.raises(ValueError, match="rating at row 1"):
+        Interactions.from_arrow(t)
     df2 = df.assign(r=[1.0, None, 2.0])
     with pytest.raises(ValueError, match="rating at row 1"):
         Interactions.from_pandas(df2, user="u", item="i", rating="r", timestamp="t")

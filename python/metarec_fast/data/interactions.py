@@ -312,6 +312,8 @@ class Interactions:
         implicit: bool | None = None,
     ) -> "Interactions":
         """Build from a ``pyarrow.Table``; nulls become NaN/None and are rejected with their row."""
+        import pyarrow as pa
+
         names = table.column_names
         missing = [c for c in (user, item) if c not in names]
         if missing:
@@ -321,9 +323,9 @@ class Interactions:
             if name is None or name not in names:
                 return None
             c = table.column(name)
-            if c.null_count:
-                if c.type.__class__.__name__ in ("DataType",) or str(c.type).startswith(("int", "uint", "double", "float")):
-                    return c.to_numpy(zero_copy_only=False).astype(np.float64)
+            if c.null_count:  # nulls: NaN in numbers, None elsewhere (rejected with their row)
+                if pa.types.is_integer(c.type) or pa.types.is_floating(c.type):
+                    return c.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 return np.asarray(c.to_pylist(), dtype=object)
             return c.to_numpy(zero_copy_only=False)
 
