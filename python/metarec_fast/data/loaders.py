@@ -13,7 +13,6 @@ missing or negative id, a NaN rating. An empty file is an error too.
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -34,7 +34,6 @@ counted in the task set's ``report``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, NamedTuple
 
