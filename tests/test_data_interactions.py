@@ -145,6 +145,12 @@ def test_from_pandas_and_from_arrow_agree():
     t = pa.table({"user": [1, None, 3], "item": [1, 2, 3]})
     with pytest.raises(ValueError, match="missing user id at row 1"):
         Interactions.from_arrow(t)
+    t = pa.table({"user": ["a", "b", None], "item": [1, 2, 3]})
+    with pytest.raises(ValueError, match="missing user id at row 2"):
+        Interactions.from_arrow(t)
+    t = pa.table({"user": ["a", "b"], "item": [1, 2], "rating": pa.array([1, None], pa.int32())})
+    with pytest.raises(ValueError, match="rating at row 1"):
+        Interactions.from_arrow(t)
     df2 = df.assign(r=[1.0, None, 2.0])
     with pytest.raises(ValueError, match="rating at row 1"):
         Interactions.from_pandas(df2, user="u", item="i", rating="r", timestamp="t")
@@ -179,3 +185,13 @@ def test_features_validation():
         Features(2, multi={"g": (np.array([0, 1]), np.array([0]))}, vocab={"g": ["x"]})
     with pytest.raises(ValueError, match="unique"):
         Features(2, numeric={"a": np.zeros(2)}, ids=[1, 1])
+
+
+def test_data_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, metarec_fast, metarec_fast.data, metarec_fast.datasets; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'pooch', 'torch', 'platformdirs') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

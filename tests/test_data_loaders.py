@@ -297,3 +297,25 @@ def test_archive_put_in_cache_by_hand_is_checked(tmp_path, monkeypatch):
 def test_synthetic_entry_point():
     d = datasets.synthetic(200, 100, random_state=3)
     assert d.n_users == 200 and d.n_items == 100 and not d.implicit
+
+
+def test_load_table_without_header(tmp_path):
+    (tmp_path / "log.tsv").write_text("7\t1\t2.5\t100\n8\t1\t4\t200\n")
+    d = load_table(tmp_path / "log.tsv", header=False)
+    assert (d.n_users, d.n_items, len(d)) == (2, 1, 2)
+    np.testing.assert_array_equal(d.timestamps, [100, 200])
+    (tmp_path / "pairs.csv").write_text("a,x\nb,y\n")
+    d = load_table(tmp_path / "pairs.csv", header=False)
+    assert d.implicit and list(d.user_raw_ids) == ["a", "b"]
+
+
+def test_load_table_iso_timestamps(tmp_path):
+    (tmp_path / "t.csv").write_text("user,item,timestamp\n1,2,2020-01-01T00:00:10\n1,3,2020-01-01 00:00:20\n")
+    d = load_table(tmp_path / "t.csv")
+    np.testing.assert_array_equal(d.timestamps, [1577836810, 1577836820])
+    (tmp_path / "u.csv").write_text("user,item,timestamp\n1,2,5\n1,3,\n")
+    with pytest.raises(ValueError, match=r"u.csv, line 3: missing timestamp|u.csv, line 3: timestamp"):
+        load_table(tmp_path / "u.csv")
+    (tmp_path / "v.csv").write_text("user,item,timestamp\n1,2,2020-01-01\n1,3,yesterday\n")
+    with pytest.raises(ValueError, match=r"v.csv, line 3: timestamp 'yesterday' is neither"):
+        load_table(tmp_path / "v.csv")

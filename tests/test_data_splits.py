@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metarec_fast.data import Interactions, TaskSet, cold_start_split, make_synthetic, melu_split
 
@@ -265,3 +267,92 @@ def test_time_needs_timestamps_and_data_type():
         cold_start_split("not data")
     with pytest.raises(TypeError, match="random_state"):
         cold_start_split(d, by="random", random_state="seed")
+
+
+@pytest.mark.parametrize("scenario", ["user", "item", "both", "warm"])
+def test_every_row_is_accounted_for_and_report_is_json(small, scenario):
+    import json
+
+    train, val, test = cold_start_split(small, scenario, support=4, query=3, random_state=1)
+    r = train.report
+    placed = sum(t.report["support_rows"] + t.report["query_rows"] + t.report["rows_beyond_query"]
+                 + t.report["rows_of_dropped_users"] for t in (train, val, test))
+    placed += r["rows_of_users_dropped_before_grouping"] + r["rows_cross_state"]
+    placed -= r.get("rows_shared_with_train", 0)
+    assert placed == len(small) == r["rows_total"]
+    for t in (train, val, test):
+        json.dumps(t.report)
+        assert t.report["set"] == t.name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scenario=st.sampled_from(["user", "item", "both", "warm"]),
+    by=st.sampled_from(["time", "random"]),
+    support=st.sampled_from([1, 3, "all_but_query"]),
+    query=st.sampled_from([1, 2, "rest"]),
+)
+def test_split_invariants_property(seed, scenario, by, support, query):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    d = Interactions.from_arrays(rng.integers(0, 120, n), rng.integers(0, 200, n), rng.integers(1, 6, n),
+                                 rng.integers(0, 50, n))  # many equal timestamps on purpose
+    if (support == "all_but_query" and query == "rest") or (scenario == "warm" and query == "rest"):
+        with pytest.raises(ValueError):
+            cold_start_split(d, scenario, by=by, support=support, query=query, random_state=seed)
+        return
+    try:
+        split = cold_start_split(d, scenario, by=by, support=support, query=query, random_state=seed)
+    except ValueError as exc:  # tiny random data: a set may end up empty, which must be said clearly
+        assert "no task" in str(exc) or "no user" in str(exc)
+        return
+    for ts in split:
+        check_disjoint_support_query(ts)
+        if by == "time":
+            check_time_order(ts)
+        if isinstance(support, int):
+            assert np.all(ts.support.lengths == support) or (scenario == "warm" and ts.name == "train")
+        if isinstance(query, int) and not (scenario == "warm" and ts.name == "train"):
+            assert np.all(ts.query.lengths == query)
+    if scenario in ("user", "both"):
+        assert len(np.intersect1d(split.train.users, split.test.users)) == 0
+    if scenario in ("item", "both"):
+        assert len(np.intersect1d(task_items(split.train), split.test.cold_items)) == 0
+    if scenario == "warm":
+        assert not (pairs(split.test, "query") & pairs(split.train))
+
+
+def test_task_set_matrix(ml100k):
+    train, val, test = cold_start_split(ml100k, random_state=0)
+    m = train.matrix()
+    assert m.shape == (943, 1682) and m.dtype == np.float32
+    assert m.nnz == train.support.n_interactions + train.query.n_interactions
+    full = ml100k.csr()
+    u = int(train.users[5])
+    np.testing.assert_array_equal(m[u].toarray(), full[u].toarray())
+    assert m[test.users].nnz == 0
+    assert train.matrix("support").nnz == train.support.n_interactions
+    with pytest.raises(ValueError, match="part"):
+        train.matrix("all")
+
+
+def test_item_split_key_fallbacks(tmp_path):
+    from metarec_fast.data import Features
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    users, items = rng.integers(0, 100, n), rng.integers(0, 60, n)
+    year = Features(60, numeric={"year": np.arange(1940, 2000, dtype=np.float32)}, ids=np.arange(60))
+    d = Interactions.from_arrays(users, items, timestamps=rng.integers(0, 10**6, n), item_features=year)
+    test = cold_start_split(d, "item", support=2, query=2, random_state=0).test
+    assert test.report["item_split_key"] == "year"
+    assert d.item_raw(test.cold_items).min() >= 48  # the newest 20% of the 60 releases
+    plain = Interactions.from_arrays(users, items, timestamps=rng.integers(0, 10**6, n))
+    assert cold_start_split(plain, "item", support=2, query=2, random_state=0).test.report[
+        "item_split_key"] == "first_appearance"
+    no_time = Interactions.from_arrays(users, items)
+    with pytest.raises(ValueError, match="item_split='random'"):
+        cold_start_split(no_time, "item", by="random", support=2, query=2)
+    r = cold_start_split(no_time, "item", by="random", item_split="random", support=2, query=2, random_state=0)
+    assert r.test.report["item_split_key"] == "random"

@@ -11,6 +11,7 @@ MovieLens' license forbids redistribution: metarec-fast never ships the data.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from .data import Interactions, load_movielens, make_synthetic
 __all__ = ["DatasetNotFoundError", "MOVIELENS", "data_home", "movielens", "synthetic"]
 
 _BASE = "https://files.grouplens.org/datasets/movielens/"
+logger = logging.getLogger("metarec_fast")
 
 
 class _Release(NamedTuple):
@@ -140,6 +142,7 @@ def movielens(
             import pooch
 
             home.mkdir(parents=True, exist_ok=True)
+            logger.info("downloading %s to %s", _BASE + rel.archive, home)
             pooch.retrieve(_BASE + rel.archive, known_hash=rel.known_hash, fname=rel.archive, path=str(home),
                            progressbar=_progressbar())
         except Exception as exc:  # network down, proxy, checksum mismatch, read-only folder...
@@ -147,6 +150,7 @@ def movielens(
                 _instructions(key, rel, home, f"downloading it failed ({type(exc).__name__}: {exc})")
             ) from exc
     _check_hash(archive, rel)
+    logger.info("unpacking %s into %s", archive, home)
     _extract(archive, home, rel)
     return load_movielens(folder, features)
 

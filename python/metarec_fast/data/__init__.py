@@ -1,7 +1,7 @@
 """Data: interaction logs, loaders, a synthetic generator, cold-start splits into tasks, batching.
 
-Only numpy and scipy are imported here; pandas and pyarrow are imported by
-the loaders when they run.
+Only numpy and scipy are imported here; pyarrow (and pandas, for the pandas
+conversions) are imported by the functions that need them.
 """
 
 from .batching import (

@@ -27,8 +27,9 @@ def gather_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     rows = np.asarray(rows, dtype=np.int64)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
-    starts = np.where(valid, indptr[safe], 0)
-    lengths = np.where(valid, indptr[safe + 1] - starts, 0)
+    last = len(indptr) - 1
+    starts = np.where(valid, indptr[np.minimum(safe, last)], 0)
+    lengths = np.where(valid, indptr[np.minimum(safe + 1, last)] - starts, 0)
     new_indptr = offsets_from_lengths(lengths)
     total = int(new_indptr[-1])
     positions = np.arange(total, dtype=np.int64)

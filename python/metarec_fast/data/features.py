@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ._ragged import gather_rows, offsets_from_lengths
+from ._ragged import factorize, gather_rows, offsets_from_lengths
 
 
 @dataclass
@@ -190,37 +190,64 @@ class Features:
         numeric: Iterable[str] = (),
         raw: Iterable[str] = (),
     ) -> "Features":
-        """Build a table from a DataFrame.
+        """Build a table from a DataFrame (see :meth:`from_columns`)."""
+        wanted = {*categorical, *(multi or {}), *numeric, *raw} | ({id_column} if id_column else set())
+        missing = sorted(c for c in wanted if c not in df.columns)
+        if missing:
+            raise ValueError(f"columns {missing} not found; the frame has {list(df.columns)}")
+        return cls.from_columns({c: df[c].to_numpy() for c in wanted}, id_column, categorical, multi,
+                                numeric, raw)
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Mapping[str, Any],
+        id_column: str | None = None,
+        categorical: Iterable[str] = (),
+        multi: Mapping[str, str] | None = None,
+        numeric: Iterable[str] = (),
+        raw: Iterable[str] = (),
+    ) -> "Features":
+        """Build a table from equal-length columns (numpy arrays, lists, pandas Series).
 
         ``categorical`` columns are coded in sorted order of their distinct
-        values (missing -> -1); ``multi`` maps a column to its separator (e.g.
-        ``{"genres": "|"}``), each row's values coded against a sorted vocabulary;
-        ``numeric`` columns become float32 (missing -> NaN); ``raw`` columns are
-        kept as objects. ``id_column`` holds the raw ids the rows describe.
+        values (missing: None, NaN or "" -> code -1); ``multi`` maps a column
+        of separated strings to its separator (e.g. ``{"genres": "|"}``), each
+        value coded against a sorted vocabulary; ``numeric`` columns become
+        float32 (missing or non-numeric -> NaN); ``raw`` columns are kept as
+        objects. ``id_column`` holds the raw ids the rows describe.
         """
-        import pandas as pd
-
-        n = len(df)
+        cols = {k: np.asarray(v) for k, v in columns.items()}
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns have different lengths: {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
         cat, vocab, mult, num, rawd = {}, {}, {}, {}, {}
         for name in categorical:
-            codes, uniques = pd.factorize(df[name], sort=True, use_na_sentinel=True)
-            cat[name] = codes.astype(np.int32)
-            vocab[name] = np.asarray(uniques, dtype=object)
+            col = cols[name]
+            miss = _missing(col)
+            codes = np.full(n, -1, dtype=np.int32)
+            present = col[~miss]
+            if present.dtype == object:
+                present = np.asarray(present.tolist())
+            uniques, c = factorize(present) if len(present) else (np.zeros(0), np.zeros(0, np.int64))
+            codes[~miss] = c
+            cat[name] = codes
+            vocab[name] = np.asarray(uniques.tolist(), dtype=object)
         for name, sep in (multi or {}).items():
-            col = df[name].fillna("").astype(str)
-            parts = col.str.split(sep, regex=False)
-            lengths = parts.str.len().to_numpy()
-            flat = pd.Series(np.concatenate(parts.to_numpy()) if n else np.array([], dtype=object))
-            keep = (flat != "").to_numpy()
-            lengths = np.bincount(np.repeat(np.arange(n), lengths)[keep], minlength=n)
-            codes, uniques = pd.factorize(flat[keep], sort=True)
-            mult[name] = (offsets_from_lengths(lengths), codes.astype(np.int32))
-            vocab[name] = np.asarray(uniques, dtype=object)
+            col = cols[name]
+            miss = _missing(col)
+            parts = [[] if m else [p for p in str(v).split(sep) if p] for v, m in zip(col.tolist(), miss)]
+            lens = np.array([len(p) for p in parts], dtype=np.int64)
+            flat = np.array([p for row in parts for p in row], dtype=str)
+            uniques, c = factorize(flat) if len(flat) else (np.zeros(0), np.zeros(0, np.int64))
+            mult[name] = (offsets_from_lengths(lens), c.astype(np.int32))
+            vocab[name] = np.asarray(uniques.tolist(), dtype=object)
         for name in numeric:
-            num[name] = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+            num[name] = _to_float(cols[name])
         for name in raw:
-            rawd[name] = df[name].to_numpy(dtype=object)
-        ids = df[id_column].to_numpy() if id_column is not None else None
+            rawd[name] = cols[name].astype(object)
+        ids = cols[id_column] if id_column is not None else None
         return cls(n, cat, mult, num, vocab, rawd, ids)
 
     @classmethod
@@ -248,3 +275,27 @@ class Features:
             {**self.raw, **other.raw},
             self.ids if self.ids is not None else other.ids,
         )
+
+
+def _missing(col: np.ndarray) -> np.ndarray:
+    """None, NaN and "" entries."""
+    if col.dtype.kind == "f":
+        return np.isnan(col)
+    if col.dtype.kind in "iub":
+        return np.zeros(len(col), dtype=bool)
+    return np.fromiter((v is None or v == "" or (isinstance(v, float) and v != v) for v in col.tolist()),
+                       bool, len(col))
+
+
+def _to_float(col: np.ndarray) -> np.ndarray:
+    """float32 values; missing or non-numeric entries -> NaN."""
+    if col.dtype.kind in "fiub":
+        return col.astype(np.float32)
+
+    def conv(v: Any) -> float:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return np.array([conv(v) for v in col.tolist()], dtype=np.float32)

@@ -14,7 +14,7 @@ by :meth:`Interactions.summary` as ``duplicates_dropped``.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,59 +96,48 @@ def _encode_ids(raw: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return dense.astype(np.int32), uniques
 
 
-def _as_ratings(raw: Any, n: int) -> tuple[np.ndarray, bool]:
-    if raw is None:
-        return np.ones(n, dtype=np.float32), True
+def _numbers(raw: Any, n: int, what: str) -> np.ndarray:
+    """``raw`` as a numeric array of ``n`` finite values; RowError naming the first bad row."""
     arr = np.asarray(raw)
     if arr.shape != (n,):
-        raise ValueError(f"ratings must have shape ({n},), got {arr.shape}")
-    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{what}s must have shape ({n},), got {arr.shape}")
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{what}s must be numbers, got bool")
+    if arr.dtype.kind not in "fiu":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
-            for row, v in enumerate(arr):
+            for row, v in enumerate(arr.tolist()):
                 try:
                     float(v)
                 except (TypeError, ValueError):
-                    raise RowError(f"rating {v!r} at row {row} is not a number", row) from None
+                    raise RowError(f"{what} {v!r} at row {row} is not a number", row) from None
             raise
-    if arr.dtype.kind == "b":
-        raise TypeError("ratings must be numbers, got bool")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        row = _first(bad)
-        raise RowError(f"rating at row {row} is {arr[row]} (NaN, inf or missing)", row)
-    return arr.astype(np.float32), False
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row = _first(bad)
+            raise RowError(f"{what} at row {row} is {arr[row]} (NaN, inf or missing)", row)
+    return arr
+
+
+def _as_ratings(raw: Any, n: int) -> tuple[np.ndarray, bool]:
+    if raw is None:
+        return np.ones(n, dtype=np.float32), True
+    return _numbers(raw, n, "rating").astype(np.float32), False
 
 
 def _as_timestamps(raw: Any, n: int) -> np.ndarray | None:
     if raw is None:
         return None
     arr = np.asarray(raw)
-    if arr.shape != (n,):
-        raise ValueError(f"timestamps must have shape ({n},), got {arr.shape}")
-    if arr.dtype.kind == "M":
+    if arr.dtype.kind == "M":  # datetime64 -> epoch seconds
         nat = np.isnat(arr)
         if nat.any():
             row = _first(nat)
             raise RowError(f"missing timestamp at row {row}", row)
         return arr.astype("datetime64[s]").astype(np.int64)
-    if arr.dtype.kind not in "fiu":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            for row, v in enumerate(arr):
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    raise RowError(f"timestamp {v!r} at row {row} is not a number", row) from None
-            raise
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            row = _first(bad)
-            raise RowError(f"timestamp at row {row} is {arr[row]} (NaN or missing)", row)
-    return arr.astype(np.int64)
+    return _numbers(arr, n, "timestamp").astype(np.int64)
 
 
 class Interactions:
@@ -312,6 +301,8 @@ class Interactions:
         implicit: bool | None = None,
     ) -> "Interactions":
         """Build from a ``pyarrow.Table``; nulls become NaN/None and are rejected with their row."""
+        import pyarrow as pa
+
         names = table.column_names
         missing = [c for c in (user, item) if c not in names]
         if missing:
@@ -321,9 +312,9 @@ class Interactions:
             if name is None or name not in names:
                 return None
             c = table.column(name)
-            if c.null_count:
-                if c.type.__class__.__name__ in ("DataType",) or str(c.type).startswith(("int", "uint", "double", "float")):
-                    return c.to_numpy(zero_copy_only=False).astype(np.float64)
+            if c.null_count:  # nulls: NaN in numbers, None elsewhere (rejected with their row)
+                if pa.types.is_integer(c.type) or pa.types.is_floating(c.type):
+                    return c.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 return np.asarray(c.to_pylist(), dtype=object)
             return c.to_numpy(zero_copy_only=False)
 
@@ -469,11 +460,3 @@ class Interactions:
             cols["timestamp"] = self.timestamps
         return pd.DataFrame(cols)
 
-
-def wrap_row_errors(fn: Callable[[], Interactions], path: Any, first_line: int) -> Interactions:
-    """Run ``fn``; turn a :class:`RowError` into a ValueError naming ``path`` and its line."""
-    try:
-        return fn()
-    except RowError as exc:
-        line = exc.row + first_line
-        raise ValueError(f"{path}, line {line}: {exc}") from None

@@ -1,7 +1,7 @@
 """Loaders for MovieLens (100K, 1M, 10M, latest-small, 20M, 25M) and generic CSV/TSV/Parquet logs.
 
-Parsing is done by pyarrow (``pyarrow.csv``, ``pyarrow.parquet``) and pandas for
-the small metadata files; pandas and pyarrow are imported inside the functions.
+Parsing is done by pyarrow (``pyarrow.csv``, ``pyarrow.parquet``), imported
+inside the functions (pyarrow itself may import pandas when it is installed).
 The 1M/10M ``::`` format is read as bytes, ``::`` replaced by a one-byte
 separator and handed to ``pyarrow.csv`` (latin-1), which is much faster than
 pandas' python engine for multi-character separators.
@@ -13,7 +13,6 @@ missing or negative id, a NaN rating. An empty file is an error too.
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -174,7 +173,7 @@ def _build(cols: dict[str, np.ndarray], text: _Text, header_lines: int, uf: Feat
 
 def _read_meta(path: Path, sep: str, names: Sequence[str], encoding: str, header: bool = False,
                quoting: bool = False, multichar: bool = False) -> Any:
-    """A small metadata file (users, movies) as an all-string DataFrame, parsed by pyarrow."""
+    """A small metadata file (users, movies) as all-string numpy columns, parsed by pyarrow."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -195,29 +194,53 @@ def _read_meta(path: Path, sep: str, names: Sequence[str], encoding: str, header
         if err is not None:
             raise err from None
         raise ValueError(f"{path}: could not be parsed: {exc}") from None
-    return table.to_pandas()
+    return {n: table.column(n).to_numpy(zero_copy_only=False).astype(object) for n in names}
 
 
-def _year_from_title(titles: Any) -> np.ndarray:
-    import pandas as pd
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+_MONTHS = {m: k for k, m in enumerate(
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)}
 
-    years = pd.Series(titles, dtype=object).astype(str).str.extract(r"\((\d{4})\)\s*$")[0]
-    return pd.to_numeric(years, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+
+def _year_from_title(titles: np.ndarray) -> np.ndarray:
+    """The "(1995)" at the end of a MovieLens title as a float32 year (NaN when absent)."""
+    out = np.full(len(titles), np.nan, dtype=np.float32)
+    for k, t in enumerate(titles.tolist()):
+        m = _YEAR.search(t) if isinstance(t, str) else None
+        if m:
+            out[k] = float(m.group(1))
+    return out
+
+
+def _parse_dmy(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ML-100K release dates ("01-Jan-1995") -> (days since 1970-01-01, year), float32, NaN when unknown."""
+    days = np.full(len(values), np.nan, dtype=np.float32)
+    years = np.full(len(values), np.nan, dtype=np.float32)
+    for k, v in enumerate(values.tolist()):
+        parts = v.split("-") if isinstance(v, str) else []
+        if len(parts) == 3 and parts[1] in _MONTHS and parts[0].isdigit() and parts[2].isdigit():
+            try:
+                d = np.datetime64(f"{int(parts[2]):04d}-{_MONTHS[parts[1]]:02d}-{int(parts[0]):02d}", "D")
+            except ValueError:
+                continue
+            days[k] = float(d.astype(np.int64))
+            years[k] = float(parts[2])
+    return days, years
 
 
 def _age_group(age: np.ndarray) -> np.ndarray:
     return AGE_GROUPS[np.clip(np.searchsorted(AGE_GROUPS, age, side="right") - 1, 0, len(AGE_GROUPS) - 1)]
 
 
-def _user_features(df: Any, age_is_group: bool) -> Features:
-    import pandas as pd
-
-    df = df.copy()
-    age = pd.to_numeric(df["age"], errors="coerce").to_numpy(dtype=np.float64)
-    df["age_group"] = (age if age_is_group else _age_group(np.nan_to_num(age))).astype(np.int64).astype(str)
-    df["zip_prefix"] = df["zip"].astype(str).str[:2]
-    f = Features.from_pandas(
-        df, id_column="user", categorical=["gender", "age_group", "occupation", "zip_prefix"],
+def _user_features(cols: dict[str, np.ndarray], age_is_group: bool) -> Features:
+    cols = dict(cols)
+    age = np.array([float(a) if a not in (None, "") else np.nan for a in cols["age"].tolist()])
+    group = age if age_is_group else _age_group(np.nan_to_num(age)).astype(np.float64)
+    cols["age_group"] = np.array([str(int(g)) if g == g else None for g in group], dtype=object)
+    cols["zip_prefix"] = np.array([z[:2] if isinstance(z, str) and z else None for z in cols["zip"].tolist()],
+                                  dtype=object)
+    f = Features.from_columns(
+        cols, id_column="user", categorical=["gender", "age_group", "occupation", "zip_prefix"],
         numeric=["age"], raw=["zip"],
     )
     return Features(**_ids_to_int(f))
@@ -241,8 +264,6 @@ def load_ml100k(path: str | Path, features: bool = True) -> Interactions:
     from the 19 genre flags), release_date (days since 1970-01-01, NaN when
     unknown), year, title (raw).
     """
-    import pandas as pd
-
     path = Path(path)
     cols, text, header = _read_ratings(path / "u.data", "\t", ["user", "item", "rating", "timestamp"],
                                        ["int", "int", "float", "int"], header=False)
@@ -258,15 +279,14 @@ def load_ml100k(path: str | Path, features: bool = True) -> Interactions:
                 genre_names = g
         names = ["item", "title", "release", "video_release", "url"] + [f"g{k}" for k in range(19)]
         items = _read_meta(path / "u.item", "|", names, "latin-1")
-        release = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce")
-        days = ((release - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=np.float32, na_value=np.nan)
-        flags = items[[f"g{k}" for k in range(19)]].to_numpy(dtype=np.int64)
+        days, years = _parse_dmy(items["release"])
+        flags = np.stack([items[f"g{k}"].astype(np.int64) for k in range(19)], axis=1)
         itf = Features.from_flags("genres", flags, genre_names)
         itf = Features(
-            len(items), multi=itf.multi, vocab=itf.vocab,
-            numeric={"release_date": days, "year": release.dt.year.to_numpy(dtype=np.float32, na_value=np.nan)},
-            raw={"title": items["title"].to_numpy(dtype=object)},
-            ids=items["item"].astype(np.int64).to_numpy(),
+            len(days), multi=itf.multi, vocab=itf.vocab,
+            numeric={"release_date": days, "year": years},
+            raw={"title": items["title"]},
+            ids=items["item"].astype(np.int64),
         )
     return _build(cols, text, header, uf, itf)
 
@@ -287,8 +307,10 @@ def load_ml1m(path: str | Path, features: bool = True) -> Interactions:
         if (path / "users.dat").is_file():
             users = _read_meta(path / "users.dat", "::", ["user", "gender", "age", "occupation", "zip"],
                                "latin-1", multichar=True)
-            occ = users["occupation"].astype(int)
-            users["occupation"] = [ML1M_OCCUPATIONS[o] if 0 <= o < len(ML1M_OCCUPATIONS) else str(o) for o in occ]
+            occ = users["occupation"].astype(np.int64)
+            users["occupation"] = np.array(
+                [ML1M_OCCUPATIONS[o] if 0 <= o < len(ML1M_OCCUPATIONS) else str(o) for o in occ.tolist()],
+                dtype=object)
             uf = _user_features(users, age_is_group=True)
         if (path / "movies.dat").is_file():
             movies = _read_meta(path / "movies.dat", "::", ["item", "title", "genres"], "latin-1", multichar=True)
@@ -296,10 +318,11 @@ def load_ml1m(path: str | Path, features: bool = True) -> Interactions:
     return _build(cols, text, header, uf, itf)
 
 
-def _movie_features(movies: Any) -> Features:
-    movies = movies.copy()
-    movies["genres"] = movies["genres"].fillna("").replace("(no genres listed)", "")
-    f = Features.from_pandas(movies, id_column="item", multi={"genres": "|"}, raw=["title"])
+def _movie_features(movies: dict[str, np.ndarray]) -> Features:
+    movies = dict(movies)
+    movies["genres"] = np.array([None if g in (None, "", "(no genres listed)") else g
+                                 for g in movies["genres"].tolist()], dtype=object)
+    f = Features.from_columns(movies, id_column="item", multi={"genres": "|"}, raw=["title"])
     f.numeric["year"] = _year_from_title(movies["title"])
     return Features(**_ids_to_int(f))
 
@@ -416,6 +439,8 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
     types = {n: (pa.float64() if n in ("rating",) else pa.int64()) for n in keep}
     types["user"] = pa.string()
     types["item"] = pa.string()
+    if "timestamp" in types:
+        types["timestamp"] = pa.string()  # epoch seconds or ISO 8601 date-times, decided below
     read = pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=1 << 24)
     parse = pacsv.ParseOptions(delimiter=sep)
     convert = pacsv.ConvertOptions(column_types=types, include_columns=keep)
@@ -423,8 +448,7 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
         table = pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse,
                                convert_options=convert)
     except pa.ArrowInvalid as exc:
-        k = [None if n in ("user", "item") or n.startswith("_skip") else ("float" if n == "rating" else "int")
-             for n in names]
+        k = [None if n in ("user", "item", "timestamp") or n.startswith("_skip") else "float" for n in names]
         err = text.diagnose(sep.encode(), k, header_lines)
         if err is not None:
             raise err from None
@@ -446,7 +470,36 @@ def _read_generic(path: Path, data: bytes, sep: str, names: list[str], kinds: li
                     if empty.any():
                         arr = arr.astype(object)
             cols[name] = arr
+        elif name == "timestamp":
+            cols[name] = _timestamps(c, text, header_lines)
         else:
             cols[name] = c.to_numpy(zero_copy_only=False) if c.null_count == 0 else c.cast(pa.float64()).to_numpy(
                 zero_copy_only=False)
     return cols, text, header_lines
+
+
+def _timestamps(c: Any, text: _Text, header_lines: int) -> np.ndarray:
+    """A string column of epoch seconds or ISO 8601 date-times -> int64 seconds (NaN for a missing one)."""
+    import pyarrow as pa
+
+    for target in (pa.int64(), pa.float64(), pa.timestamp("s")):
+        try:
+            v = c.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if target == pa.timestamp("s"):
+            v = v.cast(pa.int64())
+        if v.null_count:
+            return v.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return v.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = c.to_pylist()
+    for row, value in enumerate(values):
+        try:
+            pa.array([value]).cast(pa.timestamp("s"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                line = text.line_of_row(row, header_lines)
+                raise text.error(line, f"timestamp {value!r} is neither a number nor an ISO 8601 date-time") from None
+    raise ValueError(f"{text.path}: the timestamp column mixes epoch seconds and date-times")

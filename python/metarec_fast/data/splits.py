@@ -10,7 +10,7 @@ Scenarios (as in MeLU):
   users in test); test users never appear in train; items are shared.
 * ``"item"``: items are split into train / val / test groups (``item_split``:
   ``"time"`` = by release date when the item features have a numeric
-  ``release_date``, else by first appearance; ``"random"``; or the name of a
+  ``release_date``, else by release ``year``, else by first appearance; ``"random"``; or the name of a
   numeric item feature); a task of set *g* holds a user's interactions with
   items of group *g* only, so no val/test ("cold") item occurs in train.
 * ``"both"``: users and items are both split; set *g* = users of group *g*
@@ -34,7 +34,6 @@ counted in the task set's ``report``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, NamedTuple
 
@@ -140,6 +139,20 @@ class TaskSet:
         """Iterate over batches (see :func:`~metarec_fast.data.iter_batches`)."""
         return iter_batches(self, batch_size, shuffle, random_state, padded, **kwargs)
 
+    def matrix(self, part: str = "both") -> sp.csr_matrix:
+        """The task set's interactions as an ``n_users x n_items`` float32 CSR in the dataset's id space
+        (rows of users without a task are empty): the training matrix for non-meta baselines.
+        ``part``: "support", "query" or "both"."""
+        if part not in ("support", "query", "both"):
+            raise ValueError(f"part must be 'support', 'query' or 'both', got {part!r}")
+        parts = [self.support, self.query] if part == "both" else [getattr(self, part)]
+        rows = np.concatenate([np.repeat(self.users, p.lengths) for p in parts])
+        cols = np.concatenate([p.items for p in parts])
+        vals = np.concatenate([p.ratings for p in parts])
+        m = sp.csr_matrix((vals, (rows, cols)), shape=(self.n_users, self.n_items), dtype=np.float32)
+        m.sort_indices()
+        return m
+
     def positives(self) -> tuple[np.ndarray, np.ndarray]:
         """Support and query items of every task as one CSR ``(indptr, items)``, for negative sampling."""
         lengths = self.support.lengths + self.query.lengths
@@ -244,15 +257,22 @@ def _item_key(data: Interactions, item_split: str) -> tuple[np.ndarray | None, s
         return None, "random"
     f = data.item_features
     if item_split == "time":
-        if f is not None and "release_date" in f.numeric and not np.isnan(f.numeric["release_date"]).all():
-            key = f.numeric["release_date"].astype(np.float64)
+        # The release date when known (ML-100K), else the release year (ML-1M, CSV releases: from the
+        # title), else the item's first appearance in the log.
+        known = [c for c in ("release_date", "year") if f is not None and c in f.numeric
+                 and f.numeric[c].ndim == 1 and not np.isnan(f.numeric[c]).all()]
+        if known:
+            name = known[0]
+            key = f.numeric[name].astype(np.float64)
+            if name == "year":
+                key = (key - 1970.0) * 365.25  # days, comparable with first-appearance days below
             if np.isnan(key).any():  # unknown dates: fall back to the first appearance
                 if data.timestamps is None:
                     key = np.where(np.isnan(key), np.nanmax(key), key)
                 else:
                     first = _first_time(data.items, data.timestamps, data.n_items).astype(np.float64) / 86400.0
                     key = np.where(np.isnan(key), first, key)
-            return key, "release_date"
+            return key, name
         if data.timestamps is None:
             raise ValueError("item_split='time' needs timestamps or a numeric 'release_date' item feature; "
                              "use item_split='random'")
@@ -594,6 +614,7 @@ def melu_split(
               0.0, warm_fraction, "random", rng)
     out["train"], out["warm"] = w.train, w.test
     out["warm"].name = "warm"
+    out["warm"].report["set"] = "warm"
     for name, (gu, gi) in (("user_cold", (2, 0)), ("item_cold", (0, 2)), ("user_item_cold", (2, 2))):
         rows = _order(data, np.flatnonzero((ru == gu) & (ri == gi)), "random", rng)
         parts = _tasks(data, rows, "all_but_query", query, lo, max_interactions)

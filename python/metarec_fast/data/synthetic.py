@@ -52,8 +52,11 @@ def make_synthetic(
     """Generate a synthetic log (see the module docstring).
 
     ``n_interactions`` (if given) sets the expected total, else
-    ``n_users * mean_activity``; the realised count is a little lower because
-    repeated (user, item) draws are kept once. ``cluster_strength`` scales how
+    ``n_users * mean_activity``. Each user gets a log-normal number of draws
+    (at least ``min_activity``, at most half the catalogue); a repeated
+    (user, item) draw is kept once and topped up by a few extra rounds, so the
+    realised count can be a little lower than requested (within a few percent
+    unless heavy users ask for most of a small catalogue). ``cluster_strength`` scales how
     much a cluster's taste (rather than popularity alone) picks its items.
     """
     for name, v in (("n_users", n_users), ("n_items", n_items), ("n_clusters", n_clusters), ("dim", dim)):
@@ -89,20 +92,31 @@ def make_synthetic(
 
     # Activity: log-normal, scaled to the requested total.
     act = np.exp(activity_sigma * rng.standard_normal(n_users))
-    act *= total / act.sum()
-    counts = np.clip(np.round(act), min(min_activity, n_items), max(n_items // 2, 1)).astype(np.int64)
+    lo_act, hi_act = min(min_activity, n_items), max(n_items // 2, 1)
+    for _ in range(8):  # rescale so that the clipped counts add up to the requested total
+        counts = np.clip(np.round(act * (total / act.sum())), lo_act, hi_act).astype(np.int64)
+        if abs(counts.sum() - total) <= 0.002 * total:
+            break
+        free = (counts > lo_act) & (counts < hi_act)
+        if not free.any():
+            break
+        act = np.where(free, act * (1 + (total - counts.sum()) / max(counts[free].sum(), 1)), act)
     row_user = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     target = len(row_user)
-    keys = np.zeros(0, dtype=np.int64)
-    for _ in range(4):  # repeated (user, item) draws are kept once: top up a few times
-        row_item = _draw(cdf, guide, cluster[row_user], rng)
-        keys = _sorted_unique(np.concatenate([keys, row_user * n_items + row_item]))
-        deficit = target - len(keys)
-        if deficit <= 0.005 * target:
+    keys = _sorted_unique(row_user * n_items + _draw(cdf, guide, cluster[row_user], rng))
+    have = np.bincount(keys // n_items, minlength=n_users)
+    extra = np.zeros(0, dtype=np.int64)
+    for _ in range(3):  # repeated (user, item) draws are kept once: top up each user's deficit
+        need = np.maximum(counts - have, 0)
+        if need.sum() <= 0.01 * target:
             break
-        # Draw the missing rows for users in proportion to their activity.
-        row_user = np.repeat(np.arange(n_users, dtype=np.int64), counts)[
-            rng.integers(0, target, int(deficit * 1.1) + 1)]
+        row_user = np.repeat(np.arange(n_users, dtype=np.int64), np.ceil(need * 1.2).astype(np.int64))
+        new = _sorted_unique(row_user * n_items + _draw(cdf, guide, cluster[row_user], rng))
+        new = new[~_isin_sorted(new, keys) & ~_isin_sorted(new, extra)]
+        have += np.bincount(new // n_items, minlength=n_users)
+        extra = np.sort(np.concatenate([extra, new]))
+    if len(extra):
+        keys = np.sort(np.concatenate([keys, extra]), kind="stable")
     users = (keys // n_items).astype(np.int32)
     items = (keys % n_items).astype(np.int32)
     n = len(keys)
@@ -120,7 +134,8 @@ def make_synthetic(
     if implicit:
         ratings = np.ones(n, dtype=np.float32)
     else:
-        cuts = np.quantile(score, np.cumsum(_RATING_SHARES)[:-1]) if n else np.zeros(4)
+        sample = score[:: max(n // 1_000_000, 1)]  # cut points from a (deterministic) subsample
+        cuts = np.quantile(sample, np.cumsum(_RATING_SHARES)[:-1]) if n else np.zeros(4)
         ratings = (np.searchsorted(cuts, score) + 1).astype(np.float32)
 
     # Timestamps: each user is active over a window inside two years.
@@ -195,3 +210,11 @@ def _draw(cdf: np.ndarray, guide: np.ndarray, row_cluster: np.ndarray, rng: np.r
         idx[todo] += 1
         todo = todo[flat[idx[todo]] <= u[todo]]
     return idx - row_cluster * n
+
+
+def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Membership of ``values`` in the sorted array ``sorted_keys`` (binary search)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[pos] == values
