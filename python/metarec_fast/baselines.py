@@ -29,15 +29,10 @@ logger = logging.getLogger("metarec_fast")
 
 
 def train_matrix(train: Any, binary: bool = False) -> sp.csr_matrix:
-    """Training tasks x items CSR of ratings from support and query interactions."""
-    rows = np.concatenate([np.repeat(np.arange(len(train)), train.support.lengths),
-                           np.repeat(np.arange(len(train)), train.query.lengths)])
-    items = np.concatenate([train.support.items, train.query.items]).astype(np.int64)
-    values = np.concatenate([train.support.ratings, train.query.ratings]).astype(np.float64)
+    """Training tasks x items CSR (float64) of ratings from support and query interactions."""
+    m = train.matrix("both")[np.asarray(train.users, dtype=np.int64)].astype(np.float64)
     if binary:
-        values = np.ones_like(values)
-    m = sp.csr_matrix((values, (rows, items)), shape=(len(train), train.n_items))
-    m.sum_duplicates()
+        m.data[:] = 1.0
     return m
 
 

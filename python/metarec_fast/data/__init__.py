@@ -7,7 +7,7 @@ conversions) are imported by the functions that need them.
 from .batching import (
     CSRBatch,
     PaddedBatch,
-    TaskBatch,
+    TaskArrays,
     batch_csr,
     batch_padded,
     csr_to_padded,
@@ -27,7 +27,7 @@ __all__ = [
     "Interactions",
     "PaddedBatch",
     "Split",
-    "TaskBatch",
+    "TaskArrays",
     "TaskPart",
     "TaskSet",
     "batch_csr",

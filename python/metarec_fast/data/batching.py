@@ -52,8 +52,9 @@ class PaddedBatch(NamedTuple):
                 torch.from_numpy(self.mask).to(device))
 
 
-class TaskBatch(NamedTuple):
-    """A batch of tasks: their positions in the task set, dense user ids, support and query."""
+class TaskArrays(NamedTuple):
+    """A batch of tasks as numpy arrays: positions in the task set, dense user ids, support and
+    query (the torch trainer's :class:`~metarec_fast.meta.TaskBatch` is built from it)."""
 
     tasks: np.ndarray
     users: np.ndarray
@@ -129,7 +130,7 @@ def make_batch(
     max_query: int | None = None,
     pad_item: int = 0,
     truncate: bool = False,
-) -> TaskBatch:
+) -> TaskArrays:
     """Support and query of tasks ``idx`` (padded, or CSR when ``padded=False``) with their users."""
     idx = _task_index(idx, len(tasks))
     if padded:
@@ -138,7 +139,7 @@ def make_batch(
     else:
         s, q = batch_csr(tasks.support, idx), batch_csr(tasks.query, idx)
     uf = tasks.user_features.take(idx) if tasks.user_features is not None else None
-    return TaskBatch(idx, tasks.users[idx], s, q, uf)
+    return TaskArrays(idx, tasks.users[idx], s, q, uf)
 
 
 def iter_batches(
@@ -149,7 +150,7 @@ def iter_batches(
     padded: bool = True,
     drop_last: bool = False,
     **kwargs: Any,
-) -> Iterator[TaskBatch]:
+) -> Iterator[TaskArrays]:
     """Batches of ``batch_size`` tasks (seeded shuffle), each from :func:`make_batch`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._ragged import gather_rows, offsets_from_lengths
-from .batching import TaskBatch, iter_batches, make_batch
+from .batching import TaskArrays, iter_batches, make_batch
 from .features import Features
 from .interactions import Interactions
 
@@ -130,12 +130,12 @@ class TaskSet:
             report={**self.report, "subset_of": len(self)},
         )
 
-    def batch(self, idx: Any, padded: bool = True, **kwargs: Any) -> TaskBatch:
+    def batch(self, idx: Any, padded: bool = True, **kwargs: Any) -> TaskArrays:
         """Support and query of tasks ``idx`` (see :func:`~metarec_fast.data.make_batch`)."""
         return make_batch(self, idx, padded=padded, **kwargs)
 
     def batches(self, batch_size: int, shuffle: bool = True, random_state: Any = None,
-                padded: bool = True, **kwargs: Any) -> Iterator[TaskBatch]:
+                padded: bool = True, **kwargs: Any) -> Iterator[TaskArrays]:
         """Iterate over batches (see :func:`~metarec_fast.data.iter_batches`)."""
         return iter_batches(self, batch_size, shuffle, random_state, padded, **kwargs)
 
