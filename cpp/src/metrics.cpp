@@ -176,6 +176,26 @@ struct RelevantSet {
     }
 };
 
+// A 64 Ki-bit hashed pre-filter in front of RelevantSet (8 KiB, stays in L1):
+// a clear bit proves an id is not relevant, which is the common case while
+// scanning a top-k row, with a well-predicted branch and no table probe.
+struct RelevantFilter {
+    static constexpr int kBits = 16;
+    std::vector<std::uint64_t> words = std::vector<std::uint64_t>(std::size_t{1} << (kBits - 6), 0);
+    static std::uint64_t slot(std::int64_t id) {
+        return (static_cast<std::uint64_t>(id) * 0xD6E8FEB86659FD93ULL) >> (64 - kBits);
+    }
+    void set(std::int64_t id) {
+        const std::uint64_t h = slot(id);
+        words[h >> 6] |= std::uint64_t{1} << (h & 63);
+    }
+    void clear(std::int64_t id) { words[slot(id) >> 6] = 0; }
+    bool maybe(std::int64_t id) const {
+        const std::uint64_t h = slot(id);
+        return (words[h >> 6] >> (h & 63)) & 1;
+    }
+};
+
 template <class TopT, class IdxT>
 void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
     const TopT* topk = static_cast<const TopT*>(in.topk);
@@ -203,6 +223,7 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
         const std::int64_t chunk = begin / kMetricsChunk;
         FirstError& err = errors[chunk];
         RelevantSet set;
+        RelevantFilter filter;
         std::vector<double> gain;   // 2^g - 1 by row position
         std::vector<double> ideal;  // sorted gains, then their IDCG prefix
         auto put = [&](int metric, std::int64_t j, std::int64_t q, double v) {
@@ -211,24 +232,36 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
         for (std::int64_t q = begin; q < end; ++q) {
             const std::int64_t lo = in.indptr[q], nrel = in.indptr[q + 1] - lo;
             const TopT* row = topk + q * K;
-            // Bounds of the whole top-k row (also past the last cutoff).
+            // Bounds of the whole top-k row (also past the last cutoff):
+            // id in [-1, n_items) <=> (id + 1) as unsigned <= n_items. Branch-free
+            // so that it vectorises; the offender is located only on failure.
+            bool bad = false;
             for (std::int64_t r = 0; r < K; ++r) {
-                const std::int64_t id = static_cast<std::int64_t>(row[r]);
-                if (id < -1 || id >= n_items) {
-                    err = FirstError{FirstError::kTopkRange, q, r, id};
-                    break;
+                bad |= static_cast<std::uint64_t>(static_cast<std::int64_t>(row[r])) + 1 >
+                       static_cast<std::uint64_t>(n_items);
+            }
+            if (bad) {
+                for (std::int64_t r = 0; r < K; ++r) {
+                    const std::int64_t id = static_cast<std::int64_t>(row[r]);
+                    if (id < -1 || id >= n_items) {
+                        err = FirstError{FirstError::kTopkRange, q, r, id};
+                        return;  // reported after the loop
+                    }
                 }
             }
             set.reset(nrel);
-            for (std::int64_t p = 0; p < nrel && err.kind == FirstError::kNone; ++p) {
+            for (std::int64_t p = 0; p < nrel; ++p) {
                 const std::int64_t id = static_cast<std::int64_t>(indices[lo + p]);
                 if (id < 0 || id >= n_items) {
                     err = FirstError{FirstError::kRelevantRange, q, p, id};
                 } else if (!set.insert(id, p)) {
                     err = FirstError{FirstError::kRelevantDuplicate, q, p, id};
+                } else {
+                    filter.set(id);
+                    continue;
                 }
+                return;  // reported after the loop (set and filter die with the chunk)
             }
-            if (err.kind != FirstError::kNone) return;  // reported after the loop
             out.n_relevant[q] = nrel;
             if (nrel == 0) {
                 for (std::int64_t m = 0; m < n_metrics; ++m)
@@ -248,7 +281,7 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
                     ideal[r] = acc;
                 }
             }
-            std::int64_t hits = 0, first_hit = -1, j = 0;
+            std::int64_t hits = 0, first_hit = -1;
             double dcg = 0.0, dcg_graded = 0.0, ap = 0.0;
             auto record = [&](std::int64_t jj) {
                 const std::int64_t k = ks[jj];
@@ -266,21 +299,25 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
                     put(kNdcgGraded, jj, q, idcg > 0.0 ? dcg_graded / idcg : 0.0);
                 }
             };
-            for (std::int64_t r = 0; r < scan; ++r) {
-                const std::int64_t id = static_cast<std::int64_t>(row[r]);
-                if (id >= 0) {
+            // Scan up to each cutoff in turn, recording it when reached (a
+            // cutoff beyond the row is recorded with the totals of the row).
+            std::int64_t r = 0;
+            for (std::int64_t j = 0; j < nk; ++j) {
+                const std::int64_t stop = std::min(ks[j], scan);
+                for (; r < stop; ++r) {
+                    const std::int64_t id = static_cast<std::int64_t>(row[r]);
+                    if (id < 0 || !filter.maybe(id)) continue;
                     const std::int64_t pos = set.take(id);
-                    if (pos >= 0) {
-                        ++hits;
-                        dcg += disc[r];
-                        if (graded) dcg_graded += gain[pos] * disc[r];
-                        ap += static_cast<double>(hits) / static_cast<double>(r + 1);
-                        if (first_hit < 0) first_hit = r;
-                    }
+                    if (pos < 0) continue;  // not relevant, or a repeat
+                    ++hits;
+                    dcg += disc[r];
+                    if (graded) dcg_graded += gain[pos] * disc[r];
+                    ap += static_cast<double>(hits) / static_cast<double>(r + 1);
+                    if (first_hit < 0) first_hit = r;
                 }
-                while (j < nk && ks[j] == r + 1) record(j++);
+                record(j);
             }
-            while (j < nk) record(j++);  // cutoffs beyond the row
+            for (std::int64_t p = 0; p < nrel; ++p) filter.clear(indices[lo + p]);
         }
         chunk_partial_sums(out.values, n_metrics * nk, nq, begin, end,
                            &chunk_sums[chunk * n_metrics * nk], &chunk_counts[chunk]);
