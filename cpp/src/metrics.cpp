@@ -97,6 +97,25 @@ std::int64_t combine_means(const std::vector<double>& sums, const std::vector<do
     return static_cast<std::int64_t>(total);
 }
 
+// Graded gain 2^g - 1. Integer g (the usual ratings) skips libm's exp2;
+// both branches give the same double.
+inline double graded_gain(double g) {
+    if (g >= 0.0 && g < 63.0 && g == static_cast<double>(static_cast<int>(g))) {
+        return static_cast<double>((std::uint64_t{1} << static_cast<int>(g)) - 1);
+    }
+    return std::exp2(g) - 1.0;
+}
+
+// Sorts the first `top` elements of [first, last) by `comp` into place (the
+// rest in unspecified order): nth_element + sort, O(n + top log top), which
+// beats std::partial_sort's heap when top is a large fraction of n.
+template <class It, class Comp>
+void sort_top(It first, It last, std::int64_t top, Comp comp) {
+    if (top <= 0) return;
+    if (top < last - first) std::nth_element(first, first + top, last, comp);
+    std::sort(first, first + top, comp);
+}
+
 // The first error found in a chunk (queries are scanned in order inside a
 // chunk, so the first error of the first failing chunk is the first overall).
 struct FirstError {
@@ -271,10 +290,9 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
             if (graded) {
                 const std::int64_t top = std::min(max_k, nrel);
                 gain.resize(static_cast<std::size_t>(nrel));
-                for (std::int64_t p = 0; p < nrel; ++p) gain[p] = std::exp2(in.gains[lo + p]) - 1.0;
+                for (std::int64_t p = 0; p < nrel; ++p) gain[p] = graded_gain(in.gains[lo + p]);
                 ideal.assign(gain.begin(), gain.end());
-                std::partial_sort(ideal.begin(), ideal.begin() + top, ideal.end(),
-                                  [](double a, double b) { return a > b; });
+                sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
                 double acc = 0.0;  // ideal[r] becomes the IDCG over ranks < r + 1
                 for (std::int64_t r = 0; r < top; ++r) {
                     acc += ideal[r] * disc[r];
@@ -415,9 +433,8 @@ void query_ndcg(const QueryNdcgInput<P, T>& in, QueryNdcgOutput& out, int num_th
             const T* truth = in.truth + lo;
             ideal.resize(static_cast<std::size_t>(len));
             for (std::int64_t i = 0; i < len; ++i)
-                ideal[i] = std::exp2(static_cast<double>(truth[i])) - 1.0;
-            std::partial_sort(ideal.begin(), ideal.begin() + top, ideal.end(),
-                              [](double a, double b) { return a > b; });
+                ideal[i] = graded_gain(static_cast<double>(truth[i]));
+            sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
             if (len == 0 || !(ideal[0] > 0.0)) {  // IDCG == 0: skipped
                 for (std::int64_t j = 0; j < nk; ++j) out.values[j * ng + u] = kNaN;
                 continue;
@@ -425,14 +442,13 @@ void query_ndcg(const QueryNdcgInput<P, T>& in, QueryNdcgOutput& out, int num_th
             // Predicted order: score descending, ties by position.
             order.resize(static_cast<std::size_t>(len));
             for (std::int64_t i = 0; i < len; ++i) order[i] = i;
-            std::partial_sort(order.begin(), order.begin() + top, order.end(),
-                              [pred](std::int64_t a, std::int64_t b) {
-                                  return pred[a] > pred[b] || (pred[a] == pred[b] && a < b);
-                              });
+            sort_top(order.begin(), order.end(), top, [pred](std::int64_t a, std::int64_t b) {
+                return pred[a] > pred[b] || (pred[a] == pred[b] && a < b);
+            });
             dcg.resize(static_cast<std::size_t>(top));
             double d = 0.0, id = 0.0;
             for (std::int64_t r = 0; r < top; ++r) {
-                d += (std::exp2(static_cast<double>(truth[order[r]])) - 1.0) * disc[r];
+                d += graded_gain(static_cast<double>(truth[order[r]])) * disc[r];
                 id += ideal[r] * disc[r];
                 dcg[r] = d;
                 ideal[r] = id;
