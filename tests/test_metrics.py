@@ -237,6 +237,17 @@ def test_random_against_reference(seed, n_queries, n_items, K, max_rel, ks):
     assert_matches(M.ranking(top, rel, ks=ks), ref_bin, n_queries)
 
 
+def test_fractional_and_large_gains_against_reference():
+    rng = np.random.default_rng(9)
+    top, rel = random_case(rng, 120, 50, 15, 12)
+    g = rng.random(rel.nnz) * 6
+    g[::7] = rng.integers(0, 80, size=g[::7].size)  # integers, some past 2^63
+    ks = (1, 4, 15, 30)
+    res = M.ranking(top, rel, ks=ks, gains=g, num_threads=2)
+    gain_rows = [list(g[rel.indptr[q] : rel.indptr[q + 1]]) for q in range(120)]
+    assert_matches(res, ref_ranking(top.tolist(), rows_of(rel), ks, gain_rows), 120)
+
+
 @pytest.mark.parametrize("top_dtype", [np.int32, np.int64, np.int16, np.uint16])
 @pytest.mark.parametrize("idx_dtype", [np.int32, np.int64, np.uint8])
 def test_dtypes_and_forms_agree(top_dtype, idx_dtype):
@@ -613,6 +624,18 @@ def test_query_ndcg_against_reference(seed, pdt, tdt):
     for key in ref:
         np.testing.assert_array_equal(res.per_query[key], r1.per_query[key])
         assert res.mean[key] == r1.mean[key]
+
+
+def test_query_ndcg_fractional_ratings():
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(0, 30, size=300)
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    p = rng.standard_normal(indptr[-1])
+    t = rng.random(indptr[-1]) * 5
+    t[::11] = 0.0
+    ks = (1, 2, 10, 40)
+    res = M.query_ndcg(p, t, indptr, ks=ks)
+    assert_matches(res, ref_query_ndcg(p.tolist(), t.tolist(), indptr, ks), 300)
 
 
 @settings(max_examples=100, deadline=None)
