@@ -449,7 +449,7 @@ def test_ranking_bad_gains():
         M.ranking(top, rel, gains=np.ones(3))
     with pytest.raises(ValueError, match="gains contains NaN or inf at index 1"):
         M.ranking(top, rel, gains=np.array([1.0, np.nan]))
-    with pytest.raises(ValueError, match=r"relevant.data must lie in \[0, 1023\].*-1.0 at index 0"):
+    with pytest.raises(ValueError, match=r"relevant.data must lie in \[0, 512\].*-1.0 at index 0"):
         M.ranking(top, sp.csr_matrix(([-1.0, 1.0], ([0, 1], [1, 2])), shape=(2, 5)), gains="data")
     with pytest.raises(ValueError, match="must lie in"):
         M.ranking(top, rel, gains=np.array([2000.0, 1.0]))
@@ -657,7 +657,7 @@ def test_query_ndcg_empty_and_bad_inputs():
     res = M.query_ndcg(np.zeros(0), np.zeros(0), [0])
     assert res.n_evaluated == 0 and all(v.shape == (0,) for v in res.per_query.values())
     assert all(np.isnan(v) for v in res.mean.values())
-    with pytest.raises(ValueError, match=r"true must lie in \[0, 1023\].*-1.0 at index 1"):
+    with pytest.raises(ValueError, match=r"true must lie in \[0, 512\].*-1.0 at index 1"):
         M.query_ndcg(np.zeros(2), np.array([1.0, -1.0]), [0, 2])
     with pytest.raises(ValueError, match="pred contains NaN"):
         M.query_ndcg(np.array([np.nan, 1.0]), np.zeros(2), [0, 2])

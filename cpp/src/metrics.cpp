@@ -66,20 +66,22 @@ std::vector<double> discounts(std::int64_t n) {
 
 // Adds the non-NaN entries of rows x [begin, end) of a [n_rows, n_cols]
 // matrix into sums[n_rows]; count = non-NaN entries of row 0 (the kernels
-// write NaN into every row of a skipped query, so the count is shared).
+// write NaN into every row of a skipped query, so the count is shared). Four
+// interleaved accumulators break the add latency chain; the summation order
+// depends only on (begin, end), which the fixed chunking pins down.
 void chunk_partial_sums(const double* values, std::int64_t n_rows, std::int64_t n_cols,
                         std::int64_t begin, std::int64_t end, double* sums, double* count) {
     for (std::int64_t m = 0; m < n_rows; ++m) {
         const double* v = values + m * n_cols;
-        double s = 0.0;
+        double acc[4] = {0.0, 0.0, 0.0, 0.0};
         std::int64_t c = 0;
         for (std::int64_t q = begin; q < end; ++q) {
-            if (!std::isnan(v[q])) {
-                s += v[q];
-                ++c;
-            }
+            const double x = v[q];
+            const bool ok = !std::isnan(x);
+            acc[q & 3] += ok ? x : 0.0;
+            c += ok;
         }
-        sums[m] = s;
+        sums[m] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         if (m == 0) *count = static_cast<double>(c);
     }
 }

@@ -48,7 +48,7 @@ __all__ = ["RANKING_METRICS", "MetricResult", "query_ndcg", "ranking", "rating"]
 RANKING_METRICS: tuple[str, ...] = ("precision", "recall", "recall_capped", "ndcg", "hr", "map", "mrr")
 
 _NO_UPPER_BOUND = np.iinfo(np.int64).max
-_MAX_GAIN = 1023.0  # 2^g must stay finite in float64
+_MAX_GAIN = 512.0  # 2^g - 1, and sums of many of them, stay finite in float64
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _as_values(x: Any, name: str, ndim: int | tuple[int, ...], allow_int: bool) 
 
 
 def _check_gain_range(g: np.ndarray, name: str) -> None:
-    """Graded gains are 2^g - 1: g must lie in [0, 1023] (finite already checked)."""
+    """Graded gains are 2^g - 1: g must lie in [0, 512] (finite already checked)."""
     if g.size == 0:
         return
     bad = (g < 0) | (g > _MAX_GAIN)
@@ -230,7 +230,7 @@ def ranking(
         gains: ``None`` (binary relevance only), ``"data"`` (the CSR's data,
             or the tuple's third array, as graded relevance ``g``), or an
             array aligned with ``relevant``'s indices. Adds ``ndcg_graded@k``
-            with gain ``2^g - 1``; ``g`` must lie in ``[0, 1023]``.
+            with gain ``2^g - 1``; ``g`` must lie in ``[0, 512]``.
         num_threads: None = OpenMP default, -1 = all cores, n > 0 = n.
         n_items: catalogue size, for the tuple form only (a CSR matrix's
             ``shape[1]`` is used, and a different ``n_items`` is a
@@ -401,7 +401,7 @@ def query_ndcg(
     Args:
         pred: predicted scores, float32/float64, 1-d, finite.
         true: true ratings (float or integer dtype), same length, in
-            ``[0, 1023]``.
+            ``[0, 512]``.
         indptr: ``n_users + 1`` offsets into the rows.
         ks: the cutoffs (positive ints; sorted, duplicates dropped).
         num_threads: None = OpenMP default, -1 = all cores, n > 0 = n.
