@@ -260,6 +260,7 @@ def test_dtypes_and_forms_agree(top_dtype, idx_dtype):
         M.ranking(top.astype(top_dtype), tup, ks=ks, gains="data"),
         M.ranking(top.astype(top_dtype), tup, ks=ks, gains=rel.data, n_items=60),
         M.ranking(top, sp.csr_array(rel), ks=ks, gains=rel.data.astype(np.float32)),
+        M.ranking(np.asfortranarray(top), rel, ks=ks, gains="data"),  # non-contiguous: one copy
     ):
         for key in base.per_query:
             np.testing.assert_array_equal(res.per_query[key], base.per_query[key], err_msg=key)
