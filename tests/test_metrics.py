@@ -433,7 +433,7 @@ def test_ranking_bad_values():
         M.ranking(top, rel, num_threads=0)
 
 
-@pytest.mark.parametrize("ks", [0, -3, (5, 0), (2.5,), (True,), [], "5", 5.0, None, ("a",)])
+@pytest.mark.parametrize("ks", [0, -3, (5, 0), (2.5,), (True,), [], "5", 5.0, None, ("a",), 2**70])
 def test_ranking_bad_ks(ks):
     with pytest.raises(ValueError, match="ks must"):
         M.ranking(np.zeros((2, 3), np.int64), _ok_rel(), ks=ks)

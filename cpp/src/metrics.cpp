@@ -140,7 +140,8 @@ struct FirstError {
                                     ", outside [0, " + std::to_string(n_items) + ")");
         case FirstError::kRelevantDuplicate:
             throw std::invalid_argument("relevant lists item " + std::to_string(e.value) +
-                                        " twice in row " + std::to_string(e.row));
+                                        " twice in row " + std::to_string(e.row) +
+                                        " (for a scipy matrix, call sum_duplicates())");
         default:
             throw std::logic_error("metrics: unknown error");
     }

@@ -117,8 +117,8 @@ def _check_ks(ks: Any) -> np.ndarray:
     for k in items:
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
             raise ValueError(f"ks must contain positive integers, got {k!r}")
-        if k <= 0:
-            raise ValueError(f"ks must contain positive integers, got {int(k)}")
+        if k <= 0 or k >= 2**62:
+            raise ValueError(f"ks must contain positive integers below 2**62, got {int(k)}")
         out.append(int(k))
     if not out:
         raise ValueError("ks must not be empty")
