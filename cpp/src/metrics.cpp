@@ -118,6 +118,38 @@ void sort_top(It first, It last, std::int64_t top, Comp comp) {
     std::sort(first, first + top, comp);
 }
 
+// The `top` largest graded gains 2^g - 1 over g[0, n), descending, into
+// ideal[0, top). Ratings are usually small integers: those are counted into
+// buckets (O(n + max g)) instead of sorted; equal values make the result
+// identical either way. `counts` is scratch.
+template <class G>
+void ideal_gains(const G* g, std::int64_t n, std::int64_t top, std::vector<double>& ideal,
+                 std::vector<std::int64_t>& counts) {
+    constexpr int kBuckets = 64;
+    int gmax = -1;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double x = static_cast<double>(g[i]);
+        if (!(x >= 0.0 && x < kBuckets && x == static_cast<double>(static_cast<int>(x)))) {
+            gmax = kBuckets;  // not a small integer: sort
+            break;
+        }
+        gmax = std::max(gmax, static_cast<int>(x));
+    }
+    ideal.resize(static_cast<std::size_t>(n));
+    if (gmax < kBuckets) {
+        counts.assign(static_cast<std::size_t>(gmax + 1), 0);
+        for (std::int64_t i = 0; i < n; ++i) ++counts[static_cast<int>(g[i])];
+        std::int64_t r = 0;
+        for (int v = gmax; v >= 0 && r < top; --v) {
+            const double gv = graded_gain(static_cast<double>(v));
+            for (std::int64_t c = counts[v]; c > 0 && r < top; --c) ideal[r++] = gv;
+        }
+        return;
+    }
+    for (std::int64_t i = 0; i < n; ++i) ideal[i] = graded_gain(static_cast<double>(g[i]));
+    sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
+}
+
 // The first error found in a chunk (queries are scanned in order inside a
 // chunk, so the first error of the first failing chunk is the first overall).
 struct FirstError {
@@ -248,6 +280,7 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
         RelevantFilter filter;
         std::vector<double> gain;   // 2^g - 1 by row position
         std::vector<double> ideal;  // sorted gains, then their IDCG prefix
+        std::vector<std::int64_t> counts;
         auto put = [&](int metric, std::int64_t j, std::int64_t q, double v) {
             out.values[(metric * nk + j) * nq + q] = v;
         };
@@ -294,8 +327,7 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
                 const std::int64_t top = std::min(max_k, nrel);
                 gain.resize(static_cast<std::size_t>(nrel));
                 for (std::int64_t p = 0; p < nrel; ++p) gain[p] = graded_gain(in.gains[lo + p]);
-                ideal.assign(gain.begin(), gain.end());
-                sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
+                ideal_gains(in.gains + lo, nrel, top, ideal, counts);
                 double acc = 0.0;  // ideal[r] becomes the IDCG over ranks < r + 1
                 for (std::int64_t r = 0; r < top; ++r) {
                     acc += ideal[r] * disc[r];
@@ -429,15 +461,13 @@ void query_ndcg(const QueryNdcgInput<P, T>& in, QueryNdcgOutput& out, int num_th
     parallel_for(ng, threads, kMetricsChunk, [&](std::int64_t begin, std::int64_t end) {
         std::vector<std::int64_t> order;
         std::vector<double> ideal, dcg;
+        std::vector<std::int64_t> counts;
         for (std::int64_t u = begin; u < end; ++u) {
             const std::int64_t lo = in.indptr[u], len = in.indptr[u + 1] - lo;
             const std::int64_t top = std::min(max_k, len);
             const P* pred = in.pred + lo;
             const T* truth = in.truth + lo;
-            ideal.resize(static_cast<std::size_t>(len));
-            for (std::int64_t i = 0; i < len; ++i)
-                ideal[i] = graded_gain(static_cast<double>(truth[i]));
-            sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
+            ideal_gains(truth, len, top, ideal, counts);
             if (len == 0 || !(ideal[0] > 0.0)) {  // IDCG == 0: skipped
                 for (std::int64_t j = 0; j < nk; ++j) out.values[j * ng + u] = kNaN;
                 continue;
