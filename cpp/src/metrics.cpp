@@ -3,11 +3,12 @@
 // Ranking follows RecBole's idea -- find the hits of a top-k row once, then
 // read every cutoff off running sums -- but per query in one sequential pass:
 // the query's relevant items go into a small open-addressing hash table
-// (cache resident whatever the catalogue size, no sorted input needed), the
-// top-k row is scanned once, and each cutoff's values are written when the
-// scan reaches it. Queries are independent, so the parallel split never
-// changes a value; means are per-chunk partial sums (chunks of fixed size)
-// added serially in chunk order.
+// (cache resident whatever the catalogue size, no sorted input needed) behind
+// an 8 KiB hashed bit filter that rejects most non-relevant ids with one
+// well-predicted test, the top-k row is scanned once, and each cutoff's values
+// are written when the scan reaches it. Queries are independent, so the
+// parallel split never changes a value; means are per-chunk partial sums
+// (chunks of fixed size) added serially in chunk order.
 #include "metarec/metrics.h"
 
 #include <algorithm>
