@@ -1,6 +1,10 @@
 """Microbenchmarks: metarec_fast.metrics against vectorised numpy.
 
-Run:  python -m pytest benchmarks/bench_metrics.py --benchmark-columns=median,min,rounds
+Run (not part of the test suite):
+
+    python -m pytest benchmarks/bench_metrics.py --benchmark-columns=median,min,rounds
+
+Thread count: METAREC_BENCH_THREADS (default 2).
 Each benchmark first asserts that its result equals the numpy reference, then
 times it. Issue 2's target (2 threads): metrics.ranking, 100,000 queries,
 k=100, at least 20x faster than the numpy implementation below.
@@ -12,13 +16,15 @@ relevant keys, then cumulative sums along the rank axis for every cutoff.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from metarec_fast import metrics as M
 
-THREADS = 2
+THREADS = int(os.environ.get("METAREC_BENCH_THREADS", "2"))
 N_QUERIES = 100_000
 N_ITEMS = 50_000
 K = 100

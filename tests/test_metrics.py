@@ -670,3 +670,15 @@ def test_query_ndcg_empty_and_bad_inputs():
         M.query_ndcg(np.zeros(2), np.zeros(2), [0, 2], ks=(0,))
     with pytest.raises(TypeError, match="pred must have dtype"):
         M.query_ndcg(np.zeros(2, np.int64), np.zeros(2), [0, 2])
+
+
+def test_threadpoolctl_limit_gives_same_results():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(12)
+    top, rel = random_case(rng, 1000, 80, 10, 10)
+    free = M.ranking(top, rel, ks=(1, 10))
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        limited = M.ranking(top, rel, ks=(1, 10))
+    for key in free.per_query:
+        np.testing.assert_array_equal(free.per_query[key], limited.per_query[key])
+        assert free.mean[key] == limited.mean[key]

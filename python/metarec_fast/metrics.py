@@ -269,7 +269,9 @@ def ranking(
             if gains != "data":
                 raise ValueError(f"gains must be None, 'data' or an array, got {gains!r}")
             if data is None:
-                raise ValueError("gains='data' needs relevant data (a CSR matrix or an (indptr, indices, data) tuple)")
+                raise ValueError(
+                    "gains='data' needs relevant data (a CSR matrix or an (indptr, indices, data) tuple)"
+                )
             g, name = data, "relevant.data"
         else:
             g, name = gains, "gains"
