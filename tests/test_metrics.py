@@ -237,6 +237,17 @@ def test_random_against_reference(seed, n_queries, n_items, K, max_rel, ks):
     assert_matches(M.ranking(top, rel, ks=ks), ref_bin, n_queries)
 
 
+def test_fractional_and_large_gains_against_reference():
+    rng = np.random.default_rng(9)
+    top, rel = random_case(rng, 120, 50, 15, 12)
+    g = rng.random(rel.nnz) * 6
+    g[::7] = rng.integers(0, 80, size=g[::7].size)  # integers, some past 2^63
+    ks = (1, 4, 15, 30)
+    res = M.ranking(top, rel, ks=ks, gains=g, num_threads=2)
+    gain_rows = [list(g[rel.indptr[q] : rel.indptr[q + 1]]) for q in range(120)]
+    assert_matches(res, ref_ranking(top.tolist(), rows_of(rel), ks, gain_rows), 120)
+
+
 @pytest.mark.parametrize("top_dtype", [np.int32, np.int64, np.int16, np.uint16])
 @pytest.mark.parametrize("idx_dtype", [np.int32, np.int64, np.uint8])
 def test_dtypes_and_forms_agree(top_dtype, idx_dtype):
@@ -249,6 +260,7 @@ def test_dtypes_and_forms_agree(top_dtype, idx_dtype):
         M.ranking(top.astype(top_dtype), tup, ks=ks, gains="data"),
         M.ranking(top.astype(top_dtype), tup, ks=ks, gains=rel.data, n_items=60),
         M.ranking(top, sp.csr_array(rel), ks=ks, gains=rel.data.astype(np.float32)),
+        M.ranking(np.asfortranarray(top), rel, ks=ks, gains="data"),  # non-contiguous: one copy
     ):
         for key in base.per_query:
             np.testing.assert_array_equal(res.per_query[key], base.per_query[key], err_msg=key)
@@ -421,7 +433,7 @@ def test_ranking_bad_values():
         M.ranking(top, rel, num_threads=0)
 
 
-@pytest.mark.parametrize("ks", [0, -3, (5, 0), (2.5,), (True,), [], "5", 5.0, None, ("a",)])
+@pytest.mark.parametrize("ks", [0, -3, (5, 0), (2.5,), (True,), [], "5", 5.0, None, ("a",), 2**70])
 def test_ranking_bad_ks(ks):
     with pytest.raises(ValueError, match="ks must"):
         M.ranking(np.zeros((2, 3), np.int64), _ok_rel(), ks=ks)
@@ -438,7 +450,7 @@ def test_ranking_bad_gains():
         M.ranking(top, rel, gains=np.ones(3))
     with pytest.raises(ValueError, match="gains contains NaN or inf at index 1"):
         M.ranking(top, rel, gains=np.array([1.0, np.nan]))
-    with pytest.raises(ValueError, match=r"relevant.data must lie in \[0, 1023\].*-1.0 at index 0"):
+    with pytest.raises(ValueError, match=r"relevant.data must lie in \[0, 512\].*-1.0 at index 0"):
         M.ranking(top, sp.csr_matrix(([-1.0, 1.0], ([0, 1], [1, 2])), shape=(2, 5)), gains="data")
     with pytest.raises(ValueError, match="must lie in"):
         M.ranking(top, rel, gains=np.array([2000.0, 1.0]))
@@ -615,6 +627,18 @@ def test_query_ndcg_against_reference(seed, pdt, tdt):
         assert res.mean[key] == r1.mean[key]
 
 
+def test_query_ndcg_fractional_ratings():
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(0, 30, size=300)
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    p = rng.standard_normal(indptr[-1])
+    t = rng.random(indptr[-1]) * 5
+    t[::11] = 0.0
+    ks = (1, 2, 10, 40)
+    res = M.query_ndcg(p, t, indptr, ks=ks)
+    assert_matches(res, ref_query_ndcg(p.tolist(), t.tolist(), indptr, ks), 300)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(-3, 3), st.integers(0, 4)), max_size=8), max_size=6),
        st.lists(st.integers(1, 10), min_size=1, max_size=3))
@@ -634,7 +658,7 @@ def test_query_ndcg_empty_and_bad_inputs():
     res = M.query_ndcg(np.zeros(0), np.zeros(0), [0])
     assert res.n_evaluated == 0 and all(v.shape == (0,) for v in res.per_query.values())
     assert all(np.isnan(v) for v in res.mean.values())
-    with pytest.raises(ValueError, match=r"true must lie in \[0, 1023\].*-1.0 at index 1"):
+    with pytest.raises(ValueError, match=r"true must lie in \[0, 512\].*-1.0 at index 1"):
         M.query_ndcg(np.zeros(2), np.array([1.0, -1.0]), [0, 2])
     with pytest.raises(ValueError, match="pred contains NaN"):
         M.query_ndcg(np.array([np.nan, 1.0]), np.zeros(2), [0, 2])
@@ -646,3 +670,15 @@ def test_query_ndcg_empty_and_bad_inputs():
         M.query_ndcg(np.zeros(2), np.zeros(2), [0, 2], ks=(0,))
     with pytest.raises(TypeError, match="pred must have dtype"):
         M.query_ndcg(np.zeros(2, np.int64), np.zeros(2), [0, 2])
+
+
+def test_threadpoolctl_limit_gives_same_results():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(12)
+    top, rel = random_case(rng, 1000, 80, 10, 10)
+    free = M.ranking(top, rel, ks=(1, 10))
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        limited = M.ranking(top, rel, ks=(1, 10))
+    for key in free.per_query:
+        np.testing.assert_array_equal(free.per_query[key], limited.per_query[key])
+        assert free.mean[key] == limited.mean[key]

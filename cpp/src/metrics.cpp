@@ -3,11 +3,12 @@
 // Ranking follows RecBole's idea -- find the hits of a top-k row once, then
 // read every cutoff off running sums -- but per query in one sequential pass:
 // the query's relevant items go into a small open-addressing hash table
-// (cache resident whatever the catalogue size, no sorted input needed), the
-// top-k row is scanned once, and each cutoff's values are written when the
-// scan reaches it. Queries are independent, so the parallel split never
-// changes a value; means are per-chunk partial sums (chunks of fixed size)
-// added serially in chunk order.
+// (cache resident whatever the catalogue size, no sorted input needed) behind
+// an 8 KiB hashed bit filter that rejects most non-relevant ids with one
+// well-predicted test, the top-k row is scanned once, and each cutoff's values
+// are written when the scan reaches it. Queries are independent, so the
+// parallel split never changes a value; means are per-chunk partial sums
+// (chunks of fixed size) added serially in chunk order.
 #include "metarec/metrics.h"
 
 #include <algorithm>
@@ -66,20 +67,22 @@ std::vector<double> discounts(std::int64_t n) {
 
 // Adds the non-NaN entries of rows x [begin, end) of a [n_rows, n_cols]
 // matrix into sums[n_rows]; count = non-NaN entries of row 0 (the kernels
-// write NaN into every row of a skipped query, so the count is shared).
+// write NaN into every row of a skipped query, so the count is shared). Four
+// interleaved accumulators break the add latency chain; the summation order
+// depends only on (begin, end), which the fixed chunking pins down.
 void chunk_partial_sums(const double* values, std::int64_t n_rows, std::int64_t n_cols,
                         std::int64_t begin, std::int64_t end, double* sums, double* count) {
     for (std::int64_t m = 0; m < n_rows; ++m) {
         const double* v = values + m * n_cols;
-        double s = 0.0;
+        double acc[4] = {0.0, 0.0, 0.0, 0.0};
         std::int64_t c = 0;
         for (std::int64_t q = begin; q < end; ++q) {
-            if (!std::isnan(v[q])) {
-                s += v[q];
-                ++c;
-            }
+            const double x = v[q];
+            const bool ok = !std::isnan(x);
+            acc[q & 3] += ok ? x : 0.0;
+            c += ok;
         }
-        sums[m] = s;
+        sums[m] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         if (m == 0) *count = static_cast<double>(c);
     }
 }
@@ -95,6 +98,57 @@ std::int64_t combine_means(const std::vector<double>& sums, const std::vector<do
         means[m] = total > 0 ? s / total : kNaN;
     }
     return static_cast<std::int64_t>(total);
+}
+
+// Graded gain 2^g - 1. Integer g (the usual ratings) skips libm's exp2;
+// both branches give the same double.
+inline double graded_gain(double g) {
+    if (g >= 0.0 && g < 63.0 && g == static_cast<double>(static_cast<int>(g))) {
+        return static_cast<double>((std::uint64_t{1} << static_cast<int>(g)) - 1);
+    }
+    return std::exp2(g) - 1.0;
+}
+
+// Sorts the first `top` elements of [first, last) by `comp` into place (the
+// rest in unspecified order): nth_element + sort, O(n + top log top), which
+// beats std::partial_sort's heap when top is a large fraction of n.
+template <class It, class Comp>
+void sort_top(It first, It last, std::int64_t top, Comp comp) {
+    if (top <= 0) return;
+    if (top < last - first) std::nth_element(first, first + top, last, comp);
+    std::sort(first, first + top, comp);
+}
+
+// The `top` largest graded gains 2^g - 1 over g[0, n), descending, into
+// ideal[0, top). Ratings are usually small integers: those are counted into
+// buckets (O(n + max g)) instead of sorted; equal values make the result
+// identical either way. `counts` is scratch.
+template <class G>
+void ideal_gains(const G* g, std::int64_t n, std::int64_t top, std::vector<double>& ideal,
+                 std::vector<std::int64_t>& counts) {
+    constexpr int kBuckets = 64;
+    int gmax = -1;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double x = static_cast<double>(g[i]);
+        if (!(x >= 0.0 && x < kBuckets && x == static_cast<double>(static_cast<int>(x)))) {
+            gmax = kBuckets;  // not a small integer: sort
+            break;
+        }
+        gmax = std::max(gmax, static_cast<int>(x));
+    }
+    ideal.resize(static_cast<std::size_t>(n));
+    if (gmax < kBuckets) {
+        counts.assign(static_cast<std::size_t>(gmax + 1), 0);
+        for (std::int64_t i = 0; i < n; ++i) ++counts[static_cast<int>(g[i])];
+        std::int64_t r = 0;
+        for (int v = gmax; v >= 0 && r < top; --v) {
+            const double gv = graded_gain(static_cast<double>(v));
+            for (std::int64_t c = counts[v]; c > 0 && r < top; --c) ideal[r++] = gv;
+        }
+        return;
+    }
+    for (std::int64_t i = 0; i < n; ++i) ideal[i] = graded_gain(static_cast<double>(g[i]));
+    sort_top(ideal.begin(), ideal.end(), top, [](double a, double b) { return a > b; });
 }
 
 // The first error found in a chunk (queries are scanned in order inside a
@@ -119,7 +173,8 @@ struct FirstError {
                                     ", outside [0, " + std::to_string(n_items) + ")");
         case FirstError::kRelevantDuplicate:
             throw std::invalid_argument("relevant lists item " + std::to_string(e.value) +
-                                        " twice in row " + std::to_string(e.row));
+                                        " twice in row " + std::to_string(e.row) +
+                                        " (for a scipy matrix, call sum_duplicates())");
         default:
             throw std::logic_error("metrics: unknown error");
     }
@@ -176,6 +231,26 @@ struct RelevantSet {
     }
 };
 
+// A 64 Ki-bit hashed pre-filter in front of RelevantSet (8 KiB, stays in L1):
+// a clear bit proves an id is not relevant, which is the common case while
+// scanning a top-k row, with a well-predicted branch and no table probe.
+struct RelevantFilter {
+    static constexpr int kBits = 16;
+    std::vector<std::uint64_t> words = std::vector<std::uint64_t>(std::size_t{1} << (kBits - 6), 0);
+    static std::uint64_t slot(std::int64_t id) {
+        return (static_cast<std::uint64_t>(id) * 0xD6E8FEB86659FD93ULL) >> (64 - kBits);
+    }
+    void set(std::int64_t id) {
+        const std::uint64_t h = slot(id);
+        words[h >> 6] |= std::uint64_t{1} << (h & 63);
+    }
+    void clear(std::int64_t id) { words[slot(id) >> 6] = 0; }
+    bool maybe(std::int64_t id) const {
+        const std::uint64_t h = slot(id);
+        return (words[h >> 6] >> (h & 63)) & 1;
+    }
+};
+
 template <class TopT, class IdxT>
 void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
     const TopT* topk = static_cast<const TopT*>(in.topk);
@@ -203,32 +278,46 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
         const std::int64_t chunk = begin / kMetricsChunk;
         FirstError& err = errors[chunk];
         RelevantSet set;
+        RelevantFilter filter;
         std::vector<double> gain;   // 2^g - 1 by row position
         std::vector<double> ideal;  // sorted gains, then their IDCG prefix
+        std::vector<std::int64_t> counts;
         auto put = [&](int metric, std::int64_t j, std::int64_t q, double v) {
             out.values[(metric * nk + j) * nq + q] = v;
         };
         for (std::int64_t q = begin; q < end; ++q) {
             const std::int64_t lo = in.indptr[q], nrel = in.indptr[q + 1] - lo;
             const TopT* row = topk + q * K;
-            // Bounds of the whole top-k row (also past the last cutoff).
+            // Bounds of the whole top-k row (also past the last cutoff):
+            // id in [-1, n_items) <=> (id + 1) as unsigned <= n_items. Branch-free
+            // so that it vectorises; the offender is located only on failure.
+            bool bad = false;
             for (std::int64_t r = 0; r < K; ++r) {
-                const std::int64_t id = static_cast<std::int64_t>(row[r]);
-                if (id < -1 || id >= n_items) {
-                    err = FirstError{FirstError::kTopkRange, q, r, id};
-                    break;
+                bad |= static_cast<std::uint64_t>(static_cast<std::int64_t>(row[r])) + 1 >
+                       static_cast<std::uint64_t>(n_items);
+            }
+            if (bad) {
+                for (std::int64_t r = 0; r < K; ++r) {
+                    const std::int64_t id = static_cast<std::int64_t>(row[r]);
+                    if (id < -1 || id >= n_items) {
+                        err = FirstError{FirstError::kTopkRange, q, r, id};
+                        return;  // reported after the loop
+                    }
                 }
             }
             set.reset(nrel);
-            for (std::int64_t p = 0; p < nrel && err.kind == FirstError::kNone; ++p) {
+            for (std::int64_t p = 0; p < nrel; ++p) {
                 const std::int64_t id = static_cast<std::int64_t>(indices[lo + p]);
                 if (id < 0 || id >= n_items) {
                     err = FirstError{FirstError::kRelevantRange, q, p, id};
                 } else if (!set.insert(id, p)) {
                     err = FirstError{FirstError::kRelevantDuplicate, q, p, id};
+                } else {
+                    filter.set(id);
+                    continue;
                 }
+                return;  // reported after the loop (set and filter die with the chunk)
             }
-            if (err.kind != FirstError::kNone) return;  // reported after the loop
             out.n_relevant[q] = nrel;
             if (nrel == 0) {
                 for (std::int64_t m = 0; m < n_metrics; ++m)
@@ -238,17 +327,15 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
             if (graded) {
                 const std::int64_t top = std::min(max_k, nrel);
                 gain.resize(static_cast<std::size_t>(nrel));
-                for (std::int64_t p = 0; p < nrel; ++p) gain[p] = std::exp2(in.gains[lo + p]) - 1.0;
-                ideal.assign(gain.begin(), gain.end());
-                std::partial_sort(ideal.begin(), ideal.begin() + top, ideal.end(),
-                                  [](double a, double b) { return a > b; });
+                for (std::int64_t p = 0; p < nrel; ++p) gain[p] = graded_gain(in.gains[lo + p]);
+                ideal_gains(in.gains + lo, nrel, top, ideal, counts);
                 double acc = 0.0;  // ideal[r] becomes the IDCG over ranks < r + 1
                 for (std::int64_t r = 0; r < top; ++r) {
                     acc += ideal[r] * disc[r];
                     ideal[r] = acc;
                 }
             }
-            std::int64_t hits = 0, first_hit = -1, j = 0;
+            std::int64_t hits = 0, first_hit = -1;
             double dcg = 0.0, dcg_graded = 0.0, ap = 0.0;
             auto record = [&](std::int64_t jj) {
                 const std::int64_t k = ks[jj];
@@ -266,21 +353,25 @@ void ranking_impl(const RankingInput& in, RankingOutput& out, int threads) {
                     put(kNdcgGraded, jj, q, idcg > 0.0 ? dcg_graded / idcg : 0.0);
                 }
             };
-            for (std::int64_t r = 0; r < scan; ++r) {
-                const std::int64_t id = static_cast<std::int64_t>(row[r]);
-                if (id >= 0) {
+            // Scan up to each cutoff in turn, recording it when reached (a
+            // cutoff beyond the row is recorded with the totals of the row).
+            std::int64_t r = 0;
+            for (std::int64_t j = 0; j < nk; ++j) {
+                const std::int64_t stop = std::min(ks[j], scan);
+                for (; r < stop; ++r) {
+                    const std::int64_t id = static_cast<std::int64_t>(row[r]);
+                    if (id < 0 || !filter.maybe(id)) continue;
                     const std::int64_t pos = set.take(id);
-                    if (pos >= 0) {
-                        ++hits;
-                        dcg += disc[r];
-                        if (graded) dcg_graded += gain[pos] * disc[r];
-                        ap += static_cast<double>(hits) / static_cast<double>(r + 1);
-                        if (first_hit < 0) first_hit = r;
-                    }
+                    if (pos < 0) continue;  // not relevant, or a repeat
+                    ++hits;
+                    dcg += disc[r];
+                    if (graded) dcg_graded += gain[pos] * disc[r];
+                    ap += static_cast<double>(hits) / static_cast<double>(r + 1);
+                    if (first_hit < 0) first_hit = r;
                 }
-                while (j < nk && ks[j] == r + 1) record(j++);
+                record(j);
             }
-            while (j < nk) record(j++);  // cutoffs beyond the row
+            for (std::int64_t p = 0; p < nrel; ++p) filter.clear(indices[lo + p]);
         }
         chunk_partial_sums(out.values, n_metrics * nk, nq, begin, end,
                            &chunk_sums[chunk * n_metrics * nk], &chunk_counts[chunk]);
@@ -371,16 +462,13 @@ void query_ndcg(const QueryNdcgInput<P, T>& in, QueryNdcgOutput& out, int num_th
     parallel_for(ng, threads, kMetricsChunk, [&](std::int64_t begin, std::int64_t end) {
         std::vector<std::int64_t> order;
         std::vector<double> ideal, dcg;
+        std::vector<std::int64_t> counts;
         for (std::int64_t u = begin; u < end; ++u) {
             const std::int64_t lo = in.indptr[u], len = in.indptr[u + 1] - lo;
             const std::int64_t top = std::min(max_k, len);
             const P* pred = in.pred + lo;
             const T* truth = in.truth + lo;
-            ideal.resize(static_cast<std::size_t>(len));
-            for (std::int64_t i = 0; i < len; ++i)
-                ideal[i] = std::exp2(static_cast<double>(truth[i])) - 1.0;
-            std::partial_sort(ideal.begin(), ideal.begin() + top, ideal.end(),
-                              [](double a, double b) { return a > b; });
+            ideal_gains(truth, len, top, ideal, counts);
             if (len == 0 || !(ideal[0] > 0.0)) {  // IDCG == 0: skipped
                 for (std::int64_t j = 0; j < nk; ++j) out.values[j * ng + u] = kNaN;
                 continue;
@@ -388,14 +476,13 @@ void query_ndcg(const QueryNdcgInput<P, T>& in, QueryNdcgOutput& out, int num_th
             // Predicted order: score descending, ties by position.
             order.resize(static_cast<std::size_t>(len));
             for (std::int64_t i = 0; i < len; ++i) order[i] = i;
-            std::partial_sort(order.begin(), order.begin() + top, order.end(),
-                              [pred](std::int64_t a, std::int64_t b) {
-                                  return pred[a] > pred[b] || (pred[a] == pred[b] && a < b);
-                              });
+            sort_top(order.begin(), order.end(), top, [pred](std::int64_t a, std::int64_t b) {
+                return pred[a] > pred[b] || (pred[a] == pred[b] && a < b);
+            });
             dcg.resize(static_cast<std::size_t>(top));
             double d = 0.0, id = 0.0;
             for (std::int64_t r = 0; r < top; ++r) {
-                d += (std::exp2(static_cast<double>(truth[order[r]])) - 1.0) * disc[r];
+                d += graded_gain(static_cast<double>(truth[order[r]])) * disc[r];
                 id += ideal[r] * disc[r];
                 dcg[r] = d;
                 ideal[r] = id;

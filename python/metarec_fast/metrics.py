@@ -48,7 +48,7 @@ __all__ = ["RANKING_METRICS", "MetricResult", "query_ndcg", "ranking", "rating"]
 RANKING_METRICS: tuple[str, ...] = ("precision", "recall", "recall_capped", "ndcg", "hr", "map", "mrr")
 
 _NO_UPPER_BOUND = np.iinfo(np.int64).max
-_MAX_GAIN = 1023.0  # 2^g must stay finite in float64
+_MAX_GAIN = 512.0  # 2^g - 1, and sums of many of them, stay finite in float64
 
 
 @dataclass
@@ -117,8 +117,8 @@ def _check_ks(ks: Any) -> np.ndarray:
     for k in items:
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
             raise ValueError(f"ks must contain positive integers, got {k!r}")
-        if k <= 0:
-            raise ValueError(f"ks must contain positive integers, got {int(k)}")
+        if k <= 0 or k >= 2**62:
+            raise ValueError(f"ks must contain positive integers below 2**62, got {int(k)}")
         out.append(int(k))
     if not out:
         raise ValueError("ks must not be empty")
@@ -150,7 +150,7 @@ def _as_values(x: Any, name: str, ndim: int | tuple[int, ...], allow_int: bool) 
 
 
 def _check_gain_range(g: np.ndarray, name: str) -> None:
-    """Graded gains are 2^g - 1: g must lie in [0, 1023] (finite already checked)."""
+    """Graded gains are 2^g - 1: g must lie in [0, 512] (finite already checked)."""
     if g.size == 0:
         return
     bad = (g < 0) | (g > _MAX_GAIN)
@@ -230,7 +230,7 @@ def ranking(
         gains: ``None`` (binary relevance only), ``"data"`` (the CSR's data,
             or the tuple's third array, as graded relevance ``g``), or an
             array aligned with ``relevant``'s indices. Adds ``ndcg_graded@k``
-            with gain ``2^g - 1``; ``g`` must lie in ``[0, 1023]``.
+            with gain ``2^g - 1``; ``g`` must lie in ``[0, 512]``.
         num_threads: None = OpenMP default, -1 = all cores, n > 0 = n.
         n_items: catalogue size, for the tuple form only (a CSR matrix's
             ``shape[1]`` is used, and a different ``n_items`` is a
@@ -269,7 +269,9 @@ def ranking(
             if gains != "data":
                 raise ValueError(f"gains must be None, 'data' or an array, got {gains!r}")
             if data is None:
-                raise ValueError("gains='data' needs relevant data (a CSR matrix or an (indptr, indices, data) tuple)")
+                raise ValueError(
+                    "gains='data' needs relevant data (a CSR matrix or an (indptr, indices, data) tuple)"
+                )
             g, name = data, "relevant.data"
         else:
             g, name = gains, "gains"
@@ -401,7 +403,7 @@ def query_ndcg(
     Args:
         pred: predicted scores, float32/float64, 1-d, finite.
         true: true ratings (float or integer dtype), same length, in
-            ``[0, 1023]``.
+            ``[0, 512]``.
         indptr: ``n_users + 1`` offsets into the rows.
         ks: the cutoffs (positive ints; sorted, duplicates dropped).
         num_threads: None = OpenMP default, -1 = all cores, n > 0 = n.
