@@ -17,10 +17,33 @@ __version__: str = _core.__version__
 HAS_OPENMP: bool = bool(_core.has_openmp)
 HAS_CUDA: bool = bool(_core.has_cuda)
 
+# Submodules load on first use (PEP 562) so `import metarec_fast` stays light.
+_SUBMODULES = ("baselines", "data", "datasets", "evaluation", "experiments", "meta", "metrics",
+               "models", "ops", "serving")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'metarec_fast' has no attribute {name!r}")
+
+
 __all__ = [
     "HAS_CUDA",
     "HAS_OPENMP",
     "__version__",
+    "baselines",
+    "data",
+    "datasets",
+    "evaluation",
+    "experiments",
+    "meta",
+    "metrics",
+    "models",
+    "ops",
+    "serving",
     "get_num_threads",
     "set_num_threads",
     "show_config",
