@@ -181,3 +181,19 @@ def test_meta_scorer_engines_agree(split):
                               engine=engine, random_state=0).fit(split.train, epochs=1, show_progress=False)
         scores[engine] = MetaScorer(trainer).score(split.test)
     np.testing.assert_allclose(scores["cpp"], scores["torch"], rtol=1e-9)
+
+
+def test_taskbatch_csr_shortcut_equals_unpadding(split):
+    from dataclasses import replace
+
+    from metarec_fast.meta import TaskBatch
+    from metarec_fast.meta.cpp_engine import batch_to_csr
+
+    batch = TaskBatch.from_tasks(split.train, np.arange(0, 40, 3), dtype=torch.float64)
+    assert batch.csr is not None
+    fast, rows_fast = batch_to_csr(batch, torch.float64)
+    slow, rows_slow = batch_to_csr(replace(batch, csr=None), torch.float64)
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+    assert torch.equal(rows_fast, rows_slow)

@@ -10,7 +10,10 @@ namespace metarec {
 
 namespace {
 
-constexpr std::int64_t kUsersPerChunk = 8;
+// Grain sizes: a chunk must carry enough work to pay for waking a thread, so a
+// typical meta-batch (tens of users) runs on the calling thread alone.
+constexpr std::int64_t kUsersPerChunk = 64;
+constexpr std::int64_t kItemsPerChunk = 8192;
 
 template <class T>
 inline T sigmoid(T x) {
@@ -236,7 +239,7 @@ LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* t
     }
     out.H.assign(static_cast<std::size_t>(bt.n_items * d), T(0));
     out.c.assign(static_cast<std::size_t>(bt.n_items), T(0));
-    parallel_for(bt.n_items, threads, 1024, [&](std::int64_t begin, std::int64_t end) {
+    parallel_for(bt.n_items, threads, kItemsPerChunk, [&](std::int64_t begin, std::int64_t end) {
         for (std::int64_t i = begin; i < end; ++i) {
             T* row = out.H.data() + i * d;
             for (std::int64_t p = item_ptr[i]; p < item_ptr[i + 1]; ++p) {

@@ -28,10 +28,15 @@ class TaskBatch:
     query_mask: torch.Tensor
     users: Optional[torch.Tensor] = None
     user_features: Optional[torch.Tensor] = None
+    # The same tasks as CSR numpy arrays, when built from a TaskSet: the C++
+    # engine reads these directly instead of un-padding the tensors.
+    csr: Optional[dict] = None
 
     def __post_init__(self) -> None:
         b = self.support_items.shape[0]
         for f in fields(self):
+            if f.name == "csr":
+                continue
             value = getattr(self, f.name)
             if value is not None and value.shape[0] != b:
                 raise ValueError(
@@ -48,8 +53,10 @@ class TaskBatch:
 
     def to(self, *args: Any, **kwargs: Any) -> "TaskBatch":
         """Move every tensor (``.to`` semantics; item ids and masks keep their dtype class)."""
-        out = {}
+        out: dict[str, Any] = {"csr": self.csr}
         for f in fields(self):
+            if f.name == "csr":
+                continue
             value = getattr(self, f.name)
             if value is None:
                 out[f.name] = None
@@ -67,6 +74,7 @@ class TaskBatch:
             **{
                 f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
                 for f in fields(self)
+                if f.name != "csr"
             }
         )
 
@@ -102,7 +110,13 @@ class TaskBatch:
             uf = torch.as_tensor(np.asarray(user_features)[np.asarray(arrays.users, dtype=np.int64)])
             uf = uf.to(dtype) if uf.is_floating_point() else uf
         users = torch.from_numpy(np.asarray(arrays.users, dtype=np.int64))
-        return cls(*side(arrays.support), *side(arrays.query), users=users, user_features=uf)
+        rows = tasks.batch(idx, padded=False)
+        csr = {}
+        for prefix, sub in (("s", rows.support), ("q", rows.query)):
+            csr[f"{prefix}_indptr"] = np.asarray(sub.indptr, dtype=np.int64)
+            csr[f"{prefix}_items"] = np.asarray(sub.items, dtype=np.int64)
+            csr[f"{prefix}_targets"] = np.asarray(sub.ratings)
+        return cls(*side(arrays.support), *side(arrays.query), users=users, user_features=uf, csr=csr)
 
     @classmethod
     def from_lists(

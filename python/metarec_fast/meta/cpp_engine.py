@@ -75,6 +75,13 @@ class _LinearHeadFunction(torch.autograd.Function):
 
 def batch_to_csr(batch: TaskBatch, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Padded task batch -> CSR arrays for the kernel, plus each query entry's task index."""
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    if batch.csr is not None:  # built from a TaskSet: no un-padding needed
+        out = dict(batch.csr)
+        for key in ("s_targets", "q_targets"):
+            out[key] = np.ascontiguousarray(out[key], dtype=np_dtype)
+        lengths = np.diff(out["q_indptr"])
+        return out, torch.from_numpy(np.repeat(np.arange(batch.n_tasks), lengths))
     out: dict[str, np.ndarray] = {}
     q_rows = None
     for side, prefix in (("support", "s"), ("query", "q")):
