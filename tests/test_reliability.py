@@ -1,0 +1,146 @@
+"""Promises that hold under stress: concurrency, interrupts, crash-safe files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from metarec_fast import metrics, ops
+from metarec_fast.ops.adapt import linear_head_adapt
+
+
+def _calls():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((300, 32), dtype=np.float32)
+    items = rng.standard_normal((3000, 32), dtype=np.float32)
+    excl = sp.random(300, 3000, density=0.01, format="csr", random_state=0)
+    table = rng.standard_normal((500, 16))
+    ids = rng.integers(0, 500, 2000)
+    offsets = np.arange(0, 2000, 10)
+    rel = sp.random(300, 3000, density=0.003, format="csr", random_state=1)
+    top = ops.topk_dot(q, items, 20, exclude=excl)[0]
+    support = (np.arange(0, 3001, 10), rng.integers(0, 3000, 3000), rng.integers(1, 6, 3000).astype(float))
+    return {
+        "topk_dot": lambda: ops.topk_dot(q, items, 20, exclude=excl)[0],
+        "embedding_bag": lambda: ops.embedding_bag(table, ids, offsets, mode="mean"),
+        "ranking": lambda: metrics.ranking(top, rel, ks=(5, 20)).per_query["ndcg@20"],
+        "adapt": lambda: linear_head_adapt(items.astype(np.float64), np.zeros(3000), support,
+                                           np.zeros(32), 0.0, steps=3).trajectory,
+    }
+
+
+@pytest.mark.parametrize("name", ["topk_dot", "embedding_bag", "ranking", "adapt"])
+def test_eight_python_threads_give_serial_results(name):
+    call = _calls()[name]
+    serial = [call() for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda _: call(), range(8)))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_thread_count_changes_between_calls_are_safe():
+    import metarec_fast as mf
+
+    call = _calls()["topk_dot"]
+    before = mf.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 1, 3, 2):
+            mf.set_num_threads(n)
+            results.append(call())
+    finally:
+        mf.set_num_threads(before)
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
+    code = textwrap.dedent("""
+        import sys, time, numpy as np
+        from metarec_fast import ops
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((4000, 64), dtype=np.float32)
+        items = rng.standard_normal((400_000, 64), dtype=np.float32)
+        print("ready", flush=True)
+        start = time.perf_counter()
+        try:
+            while time.perf_counter() - start < 60:
+                ops.topk_dot(q, items, 10)
+            print("never interrupted", flush=True)
+        except KeyboardInterrupt:
+            print(f"interrupted {time.perf_counter() - start:.2f}", flush=True)
+        ids, _ = ops.topk_dot(q[:2], items[:100], 3)
+        print("usable", ids.shape, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    line = proc.stdout.readline().strip()
+    latency = time.perf_counter() - sent
+    rest = proc.stdout.read()
+    proc.wait(timeout=30)
+    assert line.startswith("interrupted"), line
+    assert latency < 1.0, f"took {latency:.2f} s to stop"
+    assert "usable (2, 3)" in rest
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_kill_during_save_keeps_the_previous_bundle(tmp_path):
+    from metarec_fast.serving import Recommender
+
+    path = tmp_path / "bundle.npz"
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from metarec_fast.serving import Recommender
+        rng = np.random.default_rng(0)
+        rec = Recommender(rng.standard_normal((400_000, 32)).astype(np.float32),
+                          np.zeros(400_000, np.float32), np.zeros(32, np.float32), 0.0)
+        rec.save(r"{path}")
+        print("saved", flush=True)
+        while True:
+            rec.save(r"{path}")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "saved"
+    time.sleep(0.7)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    rec = Recommender.load(path)  # the last complete write, never a torn one
+    assert rec.n_items == 400_000
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "bundle.npz"]
+    assert all(name.endswith(".tmp") for name in leftovers)
+
+
+def test_repeated_calls_do_not_grow_memory():
+    calls = _calls()
+
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    for call in calls.values():
+        for _ in range(50):
+            call()
+    before = rss_mib()
+    for call in calls.values():
+        for _ in range(250):
+            call()
+    assert rss_mib() - before < 40, "resident memory grew by more than 40 MiB over 1,000 calls"
