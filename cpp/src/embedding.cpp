@@ -445,7 +445,7 @@ void embedding_bag_backward_dense(const T* grad_out, i64 n_bags, i64 dim, const 
     // Zero the rows nobody looks up (in parallel: first touch spreads pages).
     const i64 zero_chunk = std::max<i64>(1, (1 << 16) / std::max<i64>(1, dim));
     const std::vector<i64>& rows = plan.groups.rows;
-    parallel_for(num_rows, num_threads, zero_chunk, [&](i64 r0, i64 r1) {
+    if (dim > 0) parallel_for(num_rows, num_threads, zero_chunk, [&](i64 r0, i64 r1) {
         std::memset(static_cast<void*>(grad_table + r0 * dim), 0,
                     static_cast<std::size_t>((r1 - r0) * dim) * sizeof(T));
     });
