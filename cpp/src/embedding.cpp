@@ -9,8 +9,10 @@
 // reduce each row in ascending position order, so results are bit-identical
 // for any thread count and no floating-point atomics are needed.
 //
-// The hot loops are compiled twice through GCC function multiversioning
-// (AVX2 and the portable baseline); the clones differ only in vector width,
+// The forward hot loop is compiled twice through GCC function multiversioning
+// (AVX2 and the portable SSE2 baseline, picked at load time by the CPU; an
+// AVX-512 clone measured slower on this memory-bound loop); the clones differ
+// only in vector width,
 // never in the order of floating-point operations (no FMA contraction), so
 // they give bit-identical results.
 #include "metarec/embedding.h"
@@ -18,7 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -35,7 +36,7 @@
 // NB: exceptions must not cross a cloned function (GCC's ifunc dispatcher is
 // treated as nothrow: an exception escaping it calls std::terminate), so the
 // clones report errors through their return value.
-#define METAREC_EMB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define METAREC_EMB_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define METAREC_EMB_CLONES
 #endif
@@ -56,8 +57,11 @@ namespace {
 
 using i64 = std::int64_t;
 
-// Lookups prefetched ahead of the one being accumulated.
-constexpr i64 kPrefetchDistance = 16;
+// Lookups prefetched ahead of the one being accumulated (FBGEMM uses 16 too).
+#ifndef METAREC_EMB_PREFETCH_DISTANCE
+#define METAREC_EMB_PREFETCH_DISTANCE 16
+#endif
+constexpr i64 kPrefetchDistance = METAREC_EMB_PREFETCH_DISTANCE;
 // At most this many cache lines of a row are prefetched.
 constexpr i64 kMaxPrefetchLines = 8;
 
