@@ -89,7 +89,7 @@ SHAPES = [
 def test_gather_matches_numpy(dtype, d):
     rng = np.random.default_rng(d)
     table = rng.standard_normal((200, d)).astype(dtype)
-    for shape in [(0,), (5,), (3, 4), (2, 0), (2, 3, 2)]:
+    for shape in [(), (0,), (5,), (3, 4), (2, 0), (2, 3, 2)]:
         ids = rng.integers(0, 200, shape)
         out = ops.gather(table, ids)
         assert out.dtype == dtype and out.shape == shape + (d,)

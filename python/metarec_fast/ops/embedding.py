@@ -172,10 +172,11 @@ def gather(table: Any, ids: Any, num_threads: Optional[int] = None) -> Any:
     num_threads : None (OpenMP default), -1 (all cores) or n > 0
     """
     t = _table(table)
-    i = _ids(ids)
+    raw = to_numpy(ids, "ids")
+    i = _ids(raw)  # (np.ascontiguousarray makes 0-d ids 1-d: keep raw.shape)
     threads = resolve_num_threads(num_threads)
     out = _core.embedding_gather(t, i.reshape(-1), threads)
-    return like_input(out.reshape(i.shape + (t.shape[1],)), table, ids)
+    return like_input(out.reshape(raw.shape + (t.shape[1],)), table, ids)
 
 
 def embedding_bag(
