@@ -369,6 +369,17 @@ def test_optimisers_threads_bit_identical_and_duplicates_summed():
     assert s.tolist() == [0.0, 9.0] and t.tolist() == [[0, 0], [-1.0, -1.0]]
 
 
+def test_finite_check_survives_overflowing_sums():
+    # huge but finite gradients/weights: their sum overflows, the check must not fire
+    t = np.zeros((2, 2), np.float32)
+    big = np.full((2, 2), 3e38, np.float32)
+    ops.sparse_sgd_(t, [0, 0], big, 1e-38)
+    assert np.isfinite(t).all()
+    w = np.array([3e38, 3e38], np.float32)
+    out = ops.embedding_bag(np.ones((1, 1), np.float32), [0, 0], [0], weights=w)
+    assert np.isinf(out).all()  # the overflow itself is the caller's business
+
+
 def test_optimisers_update_torch_tensors_in_place_and_empty():
     t = torch.zeros(4, 3)
     s = torch.zeros(4)

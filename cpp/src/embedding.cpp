@@ -343,8 +343,9 @@ RowGroups group_by_row(const i64* ids, i64 n_ids, i64 num_rows, const i64* offse
     const bool with_bags = offsets != nullptr;
     g.perm.resize(n);
     if (with_bags) g.bags.resize(n);
-    if (num_rows <= 4 * n_ids + 65536) {
-        // Counting sort: stable, O(n_ids + num_rows).
+    if (num_rows <= 32 * n_ids + (i64(1) << 20)) {
+        // Counting sort: stable, O(n_ids + num_rows); cheaper than sorting
+        // pairs until the table is much larger than the lookup list.
         std::vector<i64> count(static_cast<std::size_t>(num_rows) + 1, 0);
         for (std::size_t j = 0; j < n; ++j) ++count[static_cast<std::size_t>(ids[j]) + 1];
         i64 n_unique = 0;

@@ -118,8 +118,16 @@ def _weights(weights: Any, dtype: np.dtype, ids_shape: Tuple[int, ...], mode: st
     if w.shape != tuple(ids_shape):
         raise ValueError(f"weights must have the shape of ids {tuple(ids_shape)}, got {w.shape}")
     w = np.ascontiguousarray(w).reshape(-1)
-    check_finite(w, "weights")
+    _check_finite(w, "weights")
     return w
+
+
+def _check_finite(a: np.ndarray, name: str) -> None:
+    """ValueError naming the first NaN/inf. Fast path: a finite sum proves every
+    element finite (NaN and inf propagate); only a non-finite sum (a bad value,
+    or an overflow) pays for the exact element-wise scan."""
+    if a.size and not np.isfinite(a.sum()):
+        check_finite(a, name)
 
 
 def _writable(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -309,7 +317,7 @@ def _sparse_update_args(table: Any, rows: Any, grads: Any) -> Tuple[np.ndarray, 
             f"grads must have shape ({r.shape[0]}, {t.shape[1]}) (len(rows), table width), "
             f"got {g.shape}"
         )
-    check_finite(g, "grads")
+    _check_finite(g, "grads")
     if np.may_share_memory(g, t):
         g = g.copy()
     return t, r, g
