@@ -126,7 +126,11 @@ def _check_finite(a: np.ndarray, name: str) -> None:
     """ValueError naming the first NaN/inf. Fast path: a finite sum proves every
     element finite (NaN and inf propagate); only a non-finite sum (a bad value,
     or an overflow) pays for the exact element-wise scan."""
-    if a.size and not np.isfinite(a.sum()):
+    if a.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = a.sum()
+    if not np.isfinite(total):
         check_finite(a, name)
 
 
