@@ -89,7 +89,7 @@ SHAPES = [
 def test_gather_matches_numpy(dtype, d):
     rng = np.random.default_rng(d)
     table = rng.standard_normal((200, d)).astype(dtype)
-    for shape in [(0,), (5,), (3, 4), (2, 0), (2, 3, 2)]:
+    for shape in [(), (0,), (5,), (3, 4), (2, 0), (2, 3, 2)]:
         ids = rng.integers(0, 200, shape)
         out = ops.gather(table, ids)
         assert out.dtype == dtype and out.shape == shape + (d,)
@@ -367,6 +367,17 @@ def test_optimisers_threads_bit_identical_and_duplicates_summed():
     t, s = np.zeros((2, 2)), np.zeros(2)
     ops.sparse_adagrad_(t, s, [1, 1], np.array([[1.0, 1.0], [2.0, 2.0]]), 1.0, eps=0.0)
     assert s.tolist() == [0.0, 9.0] and t.tolist() == [[0, 0], [-1.0, -1.0]]
+
+
+def test_finite_check_survives_overflowing_sums():
+    # huge but finite gradients/weights: their sum overflows, the check must not fire
+    t = np.zeros((2, 2), np.float32)
+    big = np.full((2, 2), 3e38, np.float32)
+    ops.sparse_sgd_(t, [0, 1], big, 1e-38)
+    assert np.isfinite(t).all()
+    w = np.array([3e38, 3e38], np.float32)
+    out = ops.embedding_bag(np.ones((1, 1), np.float32), [0, 0], [0], weights=w)
+    assert np.isinf(out).all()  # the overflow itself is the caller's business
 
 
 def test_optimisers_update_torch_tensors_in_place_and_empty():

@@ -19,6 +19,17 @@ using metarec_py::without_gil;
 
 namespace {
 
+// Hands a kernel-filled (uninitialised-allocator) vector to numpy without a
+// copy; the capsule owns the buffer.
+template <class T>
+py::array_t<T> uninit_to_numpy(metarec::uninit_vector<T>&& data, std::vector<py::ssize_t> shape) {
+    auto* owner = new metarec::uninit_vector<T>(std::move(data));
+    py::capsule free_when_done(owner, [](void* p) {
+        delete static_cast<metarec::uninit_vector<T>*>(p);
+    });
+    return py::array_t<T>(std::move(shape), owner->data(), free_when_done);
+}
+
 metarec::PoolMode parse_mode(const std::string& mode) {
     if (mode == "sum") return metarec::PoolMode::Sum;
     if (mode == "mean") return metarec::PoolMode::Mean;
@@ -116,7 +127,7 @@ void bind_float(py::module_& m) {
                 });
                 const auto n_unique = static_cast<py::ssize_t>(res.rows.size());
                 auto rows = metarec_py::to_numpy(std::move(res.rows), {n_unique});
-                auto vals = metarec_py::to_numpy(std::move(res.values), {n_unique, d});
+                auto vals = uninit_to_numpy<T>(std::move(res.values), {n_unique, d});
                 return py::make_tuple(rows, vals);
             }
             auto out = metarec_py::empty<T>({num_rows, d});

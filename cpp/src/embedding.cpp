@@ -9,8 +9,10 @@
 // reduce each row in ascending position order, so results are bit-identical
 // for any thread count and no floating-point atomics are needed.
 //
-// The hot loops are compiled twice through GCC function multiversioning
-// (AVX2 and the portable baseline); the clones differ only in vector width,
+// The forward hot loop is compiled twice through GCC function multiversioning
+// (AVX2 and the portable SSE2 baseline, picked at load time by the CPU; an
+// AVX-512 clone measured slower on this memory-bound loop); the clones differ
+// only in vector width,
 // never in the order of floating-point operations (no FMA contraction), so
 // they give bit-identical results.
 #include "metarec/embedding.h"
@@ -18,9 +20,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <stdexcept>
 #include <string>
+#include <limits>
 #include <utility>
 
 #include "metarec/parallel.h"
@@ -35,7 +37,7 @@
 // NB: exceptions must not cross a cloned function (GCC's ifunc dispatcher is
 // treated as nothrow: an exception escaping it calls std::terminate), so the
 // clones report errors through their return value.
-#define METAREC_EMB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define METAREC_EMB_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define METAREC_EMB_CLONES
 #endif
@@ -56,8 +58,11 @@ namespace {
 
 using i64 = std::int64_t;
 
-// Lookups prefetched ahead of the one being accumulated.
-constexpr i64 kPrefetchDistance = 16;
+// Lookups prefetched ahead of the one being accumulated (FBGEMM uses 16 too).
+#ifndef METAREC_EMB_PREFETCH_DISTANCE
+#define METAREC_EMB_PREFETCH_DISTANCE 16
+#endif
+constexpr i64 kPrefetchDistance = METAREC_EMB_PREFETCH_DISTANCE;
 // At most this many cache lines of a row are prefetched.
 constexpr i64 kMaxPrefetchLines = 8;
 
@@ -251,47 +256,48 @@ inline bool pool_bags_any(const BagArgs<double>& a, i64 b0, i64 b1) { return poo
 // ---------------------------------------------------------------------------
 // Row-grouped reductions (backward, optimisers).
 
-// out[0:dim] = sum over positions p of groups.perm[s0:s1] of coef(p) * src(p)[0:dim],
-// in the order given. `coef` returns the multiplier (ignored when Unit).
-template <class T, class SrcFn, class CoefFn>
-METAREC_INLINE void reduce_group(const i64* METAREC_RESTRICT perm, i64 s0, i64 s1, i64 dim,
-                                 SrcFn src, CoefFn coef, bool unit, T* METAREC_RESTRICT out) {
-    for (i64 k = 0; k < dim; ++k) out[k] = T(0);
-    for (i64 s = s0; s < s1; ++s) {
-        const i64 p = perm[s];
-        const T* METAREC_RESTRICT g = src(p);
-        if (s + 4 < s1) METAREC_PREFETCH(src(perm[s + 4]));
-        if (unit) {
-            for (i64 k = 0; k < dim; ++k) out[k] += g[k];
-        } else {
-            const T c = coef(p);
-            for (i64 k = 0; k < dim; ++k) out[k] += c * g[k];
+// For each distinct row u in [u0, u1): dest(u)[0:dim] = sum over the slots s
+// of the row (ascending) of coef(s) * src[index[s]][0:dim] (coef ignored when
+// `unit`), then done(u, dest(u)). Rows of src are prefetched
+// kPrefetchDistance slots ahead, across row boundaries.
+struct NoHook {
+    template <class T>
+    void operator()(i64, T*) const noexcept {}
+};
+
+template <class T, class CoefFn, class DestFn, class DoneFn = NoHook>
+METAREC_INLINE void reduce_rows(const RowGroups& g, i64 u0, i64 u1, const T* src,
+                                const i64* index, i64 dim, bool unit, CoefFn coef, DestFn dest,
+                                DoneFn done = DoneFn()) {
+    const i64* starts = g.starts.data();
+    const i64 s_begin = starts[u0];
+    const i64 s_end = starts[u1];
+    const i64 lines = std::min<i64>(kMaxPrefetchLines, (dim * static_cast<i64>(sizeof(T)) + 63) / 64);
+    for (i64 s = s_begin; s < std::min(s_end, s_begin + kPrefetchDistance); ++s) {
+        prefetch_row(src, std::numeric_limits<i64>::max(), dim, index[s], lines);
+    }
+    for (i64 u = u0; u < u1; ++u) {
+        T* METAREC_RESTRICT out = dest(u);
+        for (i64 k = 0; k < dim; ++k) out[k] = T(0);
+        for (i64 s = starts[u]; s < starts[u + 1]; ++s) {
+            if (s + kPrefetchDistance < s_end) {
+                prefetch_row(src, std::numeric_limits<i64>::max(), dim,
+                             index[s + kPrefetchDistance], lines);
+            }
+            const T* METAREC_RESTRICT row = src + index[s] * dim;
+            if (unit) {
+                for (i64 k = 0; k < dim; ++k) out[k] += row[k];
+            } else {
+                const T c = coef(s);
+                for (i64 k = 0; k < dim; ++k) out[k] += c * row[k];
+            }
         }
+        done(u, out);
     }
 }
 
-// bag_of[j] = bag holding position j (positions before offsets[0] cannot
-// exist: offsets start at 0).
-std::vector<i64> bags_of_positions(const i64* offsets, i64 n_bags, i64 n_ids, int num_threads) {
-    std::vector<i64> bag_of(static_cast<std::size_t>(n_ids));
-    parallel_for(n_bags, num_threads, bag_chunk(n_bags, num_threads), [&](i64 b0, i64 b1) {
-        for (i64 b = b0; b < b1; ++b) {
-            const i64 end = bag_end(offsets, n_bags, n_ids, b);
-            for (i64 j = offsets[b]; j < end; ++j) bag_of[static_cast<std::size_t>(j)] = b;
-        }
-    });
-    return bag_of;
-}
-
-template <class T>
-struct BackwardPlan {
-    RowGroups groups;
-    std::vector<i64> bag_of;
-};
-
-template <class T>
-BackwardPlan<T> plan_backward(i64 n_bags, i64 dim, const i64* ids, i64 n_ids, const i64* offsets,
-                              const T* weights, PoolMode mode, i64 num_rows, int num_threads) {
+RowGroups plan_backward(i64 n_bags, i64 dim, const i64* ids, i64 n_ids, const i64* offsets,
+                        bool weighted, PoolMode mode, i64 num_rows) {
     check_shape(num_rows, dim);
     if (n_bags < 0) throw std::invalid_argument("negative number of bags");
     if (n_bags == 0 && n_ids > 0) {
@@ -299,37 +305,28 @@ BackwardPlan<T> plan_backward(i64 n_bags, i64 dim, const i64* ids, i64 n_ids, co
                                     " entries");
     }
     check_offsets(offsets, n_bags, n_ids);
-    if (weights && mode != PoolMode::Sum) {
+    if (weighted && mode != PoolMode::Sum) {
         throw std::invalid_argument("per-sample weights are only supported with mode='sum'");
     }
-    BackwardPlan<T> plan;
-    plan.groups = group_by_row(ids, n_ids, num_rows);
-    plan.bag_of = bags_of_positions(offsets, n_bags, n_ids, num_threads);
-    return plan;
+    return group_by_row(ids, n_ids, num_rows, offsets, n_bags);
 }
 
-template <class T>
-void backward_rows(const BackwardPlan<T>& plan, const T* grad_out, i64 dim, const i64* offsets,
+template <class T, class DestFn>
+void backward_rows(const RowGroups& g, const T* grad_out, i64 dim, const i64* offsets,
                    i64 n_bags, i64 n_ids, const T* weights, PoolMode mode, int num_threads,
-                   T* (*dest)(void*, i64 u), void* dest_ctx) {
-    const RowGroups& g = plan.groups;
+                   DestFn dest) {
     const i64 n_unique = static_cast<i64>(g.rows.size());
     const i64* perm = g.perm.data();
-    const i64* bag_of = plan.bag_of.data();
-    auto src = [&](i64 p) { return grad_out + bag_of[p] * dim; };
+    const i64* bags = g.bags.data();
     const bool unit = weights == nullptr && mode == PoolMode::Sum;
-    auto coef = [&](i64 p) -> T {
-        if (weights) return weights[p];
-        const i64 b = bag_of[p];
+    auto coef = [&](i64 s) -> T {
+        if (weights) return weights[perm[s]];
+        const i64 b = bags[s];
         const i64 len = bag_end(offsets, n_bags, n_ids, b) - offsets[b];
         return T(1) / static_cast<T>(len);
     };
     parallel_for(n_unique, num_threads, 256, [&](i64 u0, i64 u1) {
-        for (i64 u = u0; u < u1; ++u) {
-            reduce_group<T>(perm, g.starts[static_cast<std::size_t>(u)],
-                            g.starts[static_cast<std::size_t>(u + 1)], dim, src, coef, unit,
-                            dest(dest_ctx, u));
-        }
+        reduce_rows<T>(g, u0, u1, grad_out, bags, dim, unit, coef, dest);
     });
 }
 
@@ -337,14 +334,18 @@ void backward_rows(const BackwardPlan<T>& plan, const T* grad_out, i64 dim, cons
 
 // ---------------------------------------------------------------------------
 
-RowGroups group_by_row(const i64* ids, i64 n_ids, i64 num_rows) {
+RowGroups group_by_row(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets,
+                       i64 n_bags) {
     if (n_ids < 0 || num_rows < 0) throw std::invalid_argument("negative size");
     check_ids("ids", ids, n_ids, num_rows);
     RowGroups g;
     const std::size_t n = static_cast<std::size_t>(n_ids);
+    const bool with_bags = offsets != nullptr;
     g.perm.resize(n);
-    if (num_rows <= 4 * n_ids + 65536) {
-        // Counting sort: stable, O(n_ids + num_rows).
+    if (with_bags) g.bags.resize(n);
+    if (num_rows <= 32 * n_ids + (i64(1) << 20)) {
+        // Counting sort: stable, O(n_ids + num_rows); cheaper than sorting
+        // pairs until the table is much larger than the lookup list.
         std::vector<i64> count(static_cast<std::size_t>(num_rows) + 1, 0);
         for (std::size_t j = 0; j < n; ++j) ++count[static_cast<std::size_t>(ids[j]) + 1];
         i64 n_unique = 0;
@@ -360,9 +361,20 @@ RowGroups group_by_row(const i64* ids, i64 n_ids, i64 num_rows) {
             count[static_cast<std::size_t>(r) + 1] = count[static_cast<std::size_t>(r)] + c;
         }
         g.starts.push_back(n_ids);
-        for (std::size_t j = 0; j < n; ++j) {
-            g.perm[static_cast<std::size_t>(count[static_cast<std::size_t>(ids[j])]++)] =
-                static_cast<i64>(j);
+        if (with_bags) {
+            for (i64 b = 0; b < n_bags; ++b) {
+                const i64 end = bag_end(offsets, n_bags, n_ids, b);
+                for (i64 j = offsets[b]; j < end; ++j) {
+                    const i64 slot = count[static_cast<std::size_t>(ids[j])]++;
+                    g.perm[static_cast<std::size_t>(slot)] = j;
+                    g.bags[static_cast<std::size_t>(slot)] = b;
+                }
+            }
+        } else {
+            for (std::size_t j = 0; j < n; ++j) {
+                g.perm[static_cast<std::size_t>(count[static_cast<std::size_t>(ids[j])]++)] =
+                    static_cast<i64>(j);
+            }
         }
     } else {
         // Few lookups into a huge table: sort (id, position) pairs.
@@ -377,6 +389,16 @@ RowGroups group_by_row(const i64* ids, i64 n_ids, i64 num_rows) {
             }
         }
         g.starts.push_back(n_ids);
+        if (with_bags) {
+            std::vector<i64> bag_of(n);
+            for (i64 b = 0; b < n_bags; ++b) {
+                const i64 end = bag_end(offsets, n_bags, n_ids, b);
+                for (i64 j = offsets[b]; j < end; ++j) bag_of[static_cast<std::size_t>(j)] = b;
+            }
+            for (std::size_t s = 0; s < n; ++s) {
+                g.bags[s] = bag_of[static_cast<std::size_t>(g.perm[s])];
+            }
+        }
     }
     return g;
 }
@@ -440,26 +462,20 @@ template <class T>
 void embedding_bag_backward_dense(const T* grad_out, i64 n_bags, i64 dim, const i64* ids,
                                   i64 n_ids, const i64* offsets, const T* weights, PoolMode mode,
                                   i64 num_rows, T* grad_table, int num_threads) {
-    const BackwardPlan<T> plan =
-        plan_backward(n_bags, dim, ids, n_ids, offsets, weights, mode, num_rows, num_threads);
-    // Zero the rows nobody looks up (in parallel: first touch spreads pages).
+    const RowGroups g =
+        plan_backward(n_bags, dim, ids, n_ids, offsets, weights != nullptr, mode, num_rows);
+    // Zero every row (in parallel: first touch spreads the pages), then
+    // overwrite the looked-up ones.
     const i64 zero_chunk = std::max<i64>(1, (1 << 16) / std::max<i64>(1, dim));
-    const std::vector<i64>& rows = plan.groups.rows;
-    parallel_for(num_rows, num_threads, zero_chunk, [&](i64 r0, i64 r1) {
-        std::memset(static_cast<void*>(grad_table + r0 * dim), 0,
-                    static_cast<std::size_t>((r1 - r0) * dim) * sizeof(T));
-    });
-    struct Ctx {
-        T* base;
-        const i64* rows;
-        i64 dim;
-    } ctx{grad_table, rows.data(), dim};
-    backward_rows<T>(plan, grad_out, dim, offsets, n_bags, n_ids, weights, mode, num_threads,
-                     [](void* c, i64 u) {
-                         auto* x = static_cast<Ctx*>(c);
-                         return x->base + x->rows[u] * x->dim;
-                     },
-                     &ctx);
+    if (dim > 0) {
+        parallel_for(num_rows, num_threads, zero_chunk, [&](i64 r0, i64 r1) {
+            std::memset(static_cast<void*>(grad_table + r0 * dim), 0,
+                        static_cast<std::size_t>((r1 - r0) * dim) * sizeof(T));
+        });
+    }
+    const i64* rows = g.rows.data();
+    backward_rows<T>(g, grad_out, dim, offsets, n_bags, n_ids, weights, mode, num_threads,
+                     [&](i64 u) { return grad_table + rows[u] * dim; });
 }
 
 template <class T>
@@ -467,21 +483,16 @@ SparseRows<T> embedding_bag_backward_sparse(const T* grad_out, i64 n_bags, i64 d
                                             const i64* ids, i64 n_ids, const i64* offsets,
                                             const T* weights, PoolMode mode, i64 num_rows,
                                             int num_threads) {
-    BackwardPlan<T> plan =
-        plan_backward(n_bags, dim, ids, n_ids, offsets, weights, mode, num_rows, num_threads);
+    RowGroups g =
+        plan_backward(n_bags, dim, ids, n_ids, offsets, weights != nullptr, mode, num_rows);
     SparseRows<T> result;
-    result.values.resize(plan.groups.rows.size() * static_cast<std::size_t>(dim));
-    struct Ctx {
-        T* base;
-        i64 dim;
-    } ctx{result.values.data(), dim};
-    backward_rows<T>(plan, grad_out, dim, offsets, n_bags, n_ids, weights, mode, num_threads,
-                     [](void* c, i64 u) {
-                         auto* x = static_cast<Ctx*>(c);
-                         return x->base + u * x->dim;
-                     },
-                     &ctx);
-    result.rows = std::move(plan.groups.rows);
+    // Not zeroed: the reduction writes every element (and takes the page
+    // faults in parallel).
+    result.values.resize(g.rows.size() * static_cast<std::size_t>(dim));
+    T* base = result.values.data();
+    backward_rows<T>(g, grad_out, dim, offsets, n_bags, n_ids, weights, mode, num_threads,
+                     [&](i64 u) { return base + u * dim; });
+    result.rows = std::move(g.rows);
     return result;
 }
 
@@ -496,13 +507,18 @@ void embedding_bag_weight_grad(const T* grad_out, i64 n_bags, const T* table, i6
     }
     check_offsets(offsets, n_bags, n_ids);
     check_ids("ids", ids, n_ids, num_rows);
+    const i64 lines = std::min<i64>(kMaxPrefetchLines, (dim * static_cast<i64>(sizeof(T)) + 63) / 64);
     parallel_for(n_bags, num_threads, bag_chunk(n_bags, num_threads), [&](i64 b0, i64 b1) {
+        const i64 p_end = bag_end(offsets, n_bags, n_ids, b1 - 1);
+        for (i64 j = offsets[b0]; j < std::min(p_end, offsets[b0] + kPrefetchDistance); ++j) {
+            prefetch_row(table, num_rows, dim, ids[j], lines);
+        }
         for (i64 b = b0; b < b1; ++b) {
             const T* METAREC_RESTRICT g = grad_out + b * dim;
             const i64 end = bag_end(offsets, n_bags, n_ids, b);
             for (i64 j = offsets[b]; j < end; ++j) {
-                if (j + kPrefetchDistance < end) {
-                    prefetch_row(table, num_rows, dim, ids[j + kPrefetchDistance], 2);
+                if (j + kPrefetchDistance < p_end) {
+                    prefetch_row(table, num_rows, dim, ids[j + kPrefetchDistance], lines);
                 }
                 const T* METAREC_RESTRICT row = table + ids[j] * dim;
                 T s = T(0);
@@ -521,15 +537,13 @@ void sparse_update(i64 num_rows, i64 dim, const i64* rows, i64 n, const T* grads
     if (n < 0) throw std::invalid_argument("negative number of rows");
     const RowGroups g = group_by_row(rows, n, num_rows);
     const i64 n_unique = static_cast<i64>(g.rows.size());
+    const i64* uniq = g.rows.data();
     parallel_for(n_unique, num_threads, 256, [&](i64 u0, i64 u1) {
         std::vector<T> sum(static_cast<std::size_t>(dim));
-        for (i64 u = u0; u < u1; ++u) {
-            reduce_group<T>(g.perm.data(), g.starts[static_cast<std::size_t>(u)],
-                            g.starts[static_cast<std::size_t>(u + 1)], dim,
-                            [&](i64 p) { return grads + p * dim; },
-                            [](i64) { return T(1); }, true, sum.data());
-            update(g.rows[static_cast<std::size_t>(u)], sum.data());
-        }
+        T* buf = sum.data();
+        reduce_rows<T>(g, u0, u1, grads, g.perm.data(), dim, true, [](i64) { return T(1); },
+                       [buf](i64) { return buf; },
+                       [&](i64 u, T* summed) { update(uniq[u], summed); });
     });
 }
 }  // namespace

@@ -17,11 +17,39 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace metarec {
 
 enum class PoolMode { Sum = 0, Mean = 1 };
+
+// An allocator whose value-initialisation does nothing: large result buffers
+// are written exactly once by a parallel kernel, so zeroing them first (and
+// taking every page fault on one thread) would only cost time.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = UninitAllocator<U>;
+    };
+    UninitAllocator() = default;
+    template <class U>
+    UninitAllocator(const UninitAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+template <class T>
+using uninit_vector = std::vector<T, UninitAllocator<T>>;
 
 // out[i, :] = table[ids[i], :] for i in [0, n_ids).
 template <class T>
@@ -38,13 +66,17 @@ void embedding_bag(const T* table, std::int64_t num_rows, std::int64_t dim,
 
 // Positions of `ids` grouped by row: rows[u] is the u-th distinct id
 // (ascending), and perm[starts[u] .. starts[u + 1]) are the positions j with
-// ids[j] == rows[u], in ascending order. Deterministic (sequential).
+// ids[j] == rows[u], in ascending order. When bag offsets are given, bags[s]
+// is the bag holding position perm[s]. Deterministic (sequential); throws
+// std::out_of_range naming the first id outside [0, num_rows).
 struct RowGroups {
     std::vector<std::int64_t> rows;
     std::vector<std::int64_t> starts;
     std::vector<std::int64_t> perm;
+    std::vector<std::int64_t> bags;
 };
-RowGroups group_by_row(const std::int64_t* ids, std::int64_t n_ids, std::int64_t num_rows);
+RowGroups group_by_row(const std::int64_t* ids, std::int64_t n_ids, std::int64_t num_rows,
+                       const std::int64_t* offsets = nullptr, std::int64_t n_bags = 0);
 
 // Gradient of embedding_bag w.r.t. the table, dense: grad_table [num_rows, dim]
 // (fully overwritten; rows never looked up are zero).
@@ -59,7 +91,7 @@ void embedding_bag_backward_dense(const T* grad_out, std::int64_t n_bags, std::i
 template <class T>
 struct SparseRows {
     std::vector<std::int64_t> rows;
-    std::vector<T> values;
+    uninit_vector<T> values;
 };
 template <class T>
 SparseRows<T> embedding_bag_backward_sparse(const T* grad_out, std::int64_t n_bags,

@@ -118,8 +118,20 @@ def _weights(weights: Any, dtype: np.dtype, ids_shape: Tuple[int, ...], mode: st
     if w.shape != tuple(ids_shape):
         raise ValueError(f"weights must have the shape of ids {tuple(ids_shape)}, got {w.shape}")
     w = np.ascontiguousarray(w).reshape(-1)
-    check_finite(w, "weights")
+    _check_finite(w, "weights")
     return w
+
+
+def _check_finite(a: np.ndarray, name: str) -> None:
+    """ValueError naming the first NaN/inf. Fast path: a finite sum proves every
+    element finite (NaN and inf propagate); only a non-finite sum (a bad value,
+    or an overflow) pays for the exact element-wise scan."""
+    if a.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = a.sum()
+    if not np.isfinite(total):
+        check_finite(a, name)
 
 
 def _writable(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -172,10 +184,11 @@ def gather(table: Any, ids: Any, num_threads: Optional[int] = None) -> Any:
     num_threads : None (OpenMP default), -1 (all cores) or n > 0
     """
     t = _table(table)
-    i = _ids(ids)
+    raw = to_numpy(ids, "ids")
+    i = _ids(raw)  # (np.ascontiguousarray makes 0-d ids 1-d: keep raw.shape)
     threads = resolve_num_threads(num_threads)
     out = _core.embedding_gather(t, i.reshape(-1), threads)
-    return like_input(out.reshape(i.shape + (t.shape[1],)), table, ids)
+    return like_input(out.reshape(raw.shape + (t.shape[1],)), table, ids)
 
 
 def embedding_bag(
@@ -308,7 +321,7 @@ def _sparse_update_args(table: Any, rows: Any, grads: Any) -> Tuple[np.ndarray, 
             f"grads must have shape ({r.shape[0]}, {t.shape[1]}) (len(rows), table width), "
             f"got {g.shape}"
         )
-    check_finite(g, "grads")
+    _check_finite(g, "grads")
     if np.may_share_memory(g, t):
         g = g.copy()
     return t, r, g
