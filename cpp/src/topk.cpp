@@ -19,66 +19,69 @@ namespace {
 
 using std::int64_t;
 
-// The k best (score, id) pairs seen so far of one row, where ids arrive in
-// increasing order. "Better" = higher score, then lower id; so a newcomer
-// only enters a full selection with a strictly higher score than the worst.
-// Small k: a sorted array (best first). Larger k: a binary heap with the
-// worst at the root.
+template <class T>
+struct Entry {
+    T s;
+    int64_t id;
+};
+
+// Total order of the output: higher score first, then lower id.
+template <class T>
+inline bool better(const Entry<T>& a, const Entry<T>& b) {
+    return a.s > b.s || (a.s == b.s && a.id < b.id);
+}
+
+// The k best (score, id) pairs of one row, where ids arrive in increasing
+// order, so a newcomer only beats the current k-th with a strictly higher
+// score (an equal score never displaces a lower id).
+//  * k <= kSortedMax: a sorted array, best first; the threshold is exact.
+//  * larger k: a reservoir of 2k entries (as faiss' ReservoirTopN): append
+//    while above the threshold; when full, nth_element keeps the k best and
+//    the threshold rises to the k-th. O(1) amortised per hit, few branches.
+// full() says a threshold exists; then only scores > worst() may be pushed.
 template <class T>
 class Selection {
 public:
-    static constexpr int64_t kSortedMax = 64;
+    static constexpr int64_t kSortedMax = 16;
+    static int64_t capacity(int64_t k) { return k <= kSortedMax ? k : 2 * k; }
 
     Selection() = default;
-    Selection(T* s, int64_t* id, int64_t k) : s_(s), id_(id), k_(k), heap_(k > kSortedMax) {}
+    Selection(Entry<T>* buf, int64_t k) : e_(buf), k_(k), cap_(capacity(k)), sorted_(k <= kSortedMax) {}
 
-    bool full() const { return n_ == k_; }
-    // Worst kept score; only when full().
-    T worst() const { return heap_ ? s_[0] : s_[n_ - 1]; }
+    bool full() const { return has_thr_; }
+    T worst() const { return thr_; }
 
     // Adds (v, i); requires !full() or v > worst(), and i above every kept id.
     void push(T v, int64_t i) {
-        if (!heap_) {
-            int64_t pos = full() ? k_ - 1 : n_++;
-            while (pos > 0 && s_[pos - 1] < v) {
-                s_[pos] = s_[pos - 1];
-                id_[pos] = id_[pos - 1];
+        if (sorted_) {
+            int64_t pos = n_ == k_ ? k_ - 1 : n_++;
+            while (pos > 0 && e_[pos - 1].s < v) {
+                e_[pos] = e_[pos - 1];
                 --pos;
             }
-            s_[pos] = v;
-            id_[pos] = i;
+            e_[pos] = Entry<T>{v, i};
+            if (n_ == k_) {
+                has_thr_ = true;
+                thr_ = e_[k_ - 1].s;
+            }
             return;
         }
-        if (!full()) {
-            int64_t pos = n_++;
-            while (pos > 0) {  // sift up: parent must be worse than the child
-                const int64_t parent = (pos - 1) / 2;
-                if (!worse(v, i, s_[parent], id_[parent])) break;
-                s_[pos] = s_[parent];
-                id_[pos] = id_[parent];
-                pos = parent;
-            }
-            s_[pos] = v;
-            id_[pos] = i;
-        } else {
-            sift_down(0, n_, v, i);
-        }
+        e_[n_++] = Entry<T>{v, i};
+        if (n_ == cap_) compact();
     }
 
     // Writes the selection best first and pads to `k_out` with (-1, -inf).
     void finish(int64_t* out_ids, float* out_scores, int64_t k_out) {
-        if (heap_) {  // heap sort: repeatedly move the worst to the end
-            for (int64_t end = n_ - 1; end > 0; --end) {
-                const T v = s_[end];
-                const int64_t i = id_[end];
-                s_[end] = s_[0];
-                id_[end] = id_[0];
-                sift_down(0, end, v, i);
+        if (!sorted_) {
+            if (n_ > k_) {
+                std::nth_element(e_, e_ + (k_ - 1), e_ + n_, better<T>);
+                n_ = k_;
             }
+            std::sort(e_, e_ + n_, better<T>);
         }
         for (int64_t j = 0; j < n_; ++j) {
-            out_ids[j] = id_[j];
-            out_scores[j] = static_cast<float>(s_[j]);
+            out_ids[j] = e_[j].id;
+            out_scores[j] = static_cast<float>(e_[j].s);
         }
         for (int64_t j = n_; j < k_out; ++j) {
             out_ids[j] = -1;
@@ -87,28 +90,20 @@ public:
     }
 
 private:
-    static bool worse(T a, int64_t ia, T b, int64_t ib) { return a < b || (a == b && ia > ib); }
-
-    // Places (v, i) at `pos` of the heap [0, n) and sifts it down.
-    void sift_down(int64_t pos, int64_t n, T v, int64_t i) {
-        for (;;) {
-            int64_t child = 2 * pos + 1;
-            if (child >= n) break;
-            if (child + 1 < n && worse(s_[child + 1], id_[child + 1], s_[child], id_[child])) ++child;
-            if (!worse(s_[child], id_[child], v, i)) break;
-            s_[pos] = s_[child];
-            id_[pos] = id_[child];
-            pos = child;
-        }
-        s_[pos] = v;
-        id_[pos] = i;
+    void compact() {
+        std::nth_element(e_, e_ + (k_ - 1), e_ + n_, better<T>);
+        n_ = k_;
+        has_thr_ = true;
+        thr_ = e_[k_ - 1].s;  // the k-th best: nothing before it is worse
     }
 
-    T* s_ = nullptr;
-    int64_t* id_ = nullptr;
+    Entry<T>* e_ = nullptr;
     int64_t k_ = 0;
+    int64_t cap_ = 0;
     int64_t n_ = 0;
-    bool heap_ = false;
+    T thr_ = T(0);
+    bool has_thr_ = false;
+    bool sorted_ = true;
 };
 
 void pad_all(int64_t n_rows, int64_t k, int64_t* out_ids, float* out_scores) {
@@ -123,31 +118,41 @@ void check_common(int64_t n_rows, int64_t n_cols, int64_t k) {
 
 // Scans row[a, b) into `sel`: fill phase, then a chunked threshold test
 // that the compiler vectorises; only chunks with a hit are looked at again.
+// NaN never enters the selection; it sets `saw_nan` (the caller raises).
 template <class T>
-void scan_segment(const T* row, int64_t a, int64_t b, Selection<T>& sel) {
+void scan_segment(const T* row, int64_t a, int64_t b, Selection<T>& sel, bool& saw_nan) {
     int64_t j = a;
-    while (j < b && !sel.full()) {
+    for (; j < b && !sel.full(); ++j) {
+        if (row[j] != row[j]) {
+            saw_nan = true;
+            continue;
+        }
         sel.push(row[j], j);
-        ++j;
     }
     if (j >= b) return;
     T thr = sel.worst();
     constexpr int64_t C = 32;
     for (; j + C <= b; j += C) {
         int any = 0;
-        for (int64_t t = 0; t < C; ++t) any |= static_cast<int>(row[j + t] > thr);
+        for (int64_t t = 0; t < C; ++t) any |= static_cast<int>(!(row[j + t] <= thr));
         if (!any) continue;
         for (int64_t t = 0; t < C; ++t) {
-            if (row[j + t] > thr) {
-                sel.push(row[j + t], j + t);
+            const T v = row[j + t];
+            if (v > thr) {
+                sel.push(v, j + t);
                 thr = sel.worst();
+            } else if (v != v) {
+                saw_nan = true;
             }
         }
     }
     for (; j < b; ++j) {
-        if (row[j] > thr) {
-            sel.push(row[j], j);
+        const T v = row[j];
+        if (v > thr) {
+            sel.push(v, j);
             thr = sel.worst();
+        } else if (v != v) {
+            saw_nan = true;
         }
     }
 }
@@ -296,8 +301,8 @@ void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_
                 }
             }
         }
-        std::vector<T> sel_s(Store ? 0 : static_cast<std::size_t>(rows * kk));
-        std::vector<int64_t> sel_id(sel_s.size());
+        const int64_t cap = Selection<T>::capacity(kk);
+        std::vector<Entry<T>> sel_buf(Store ? 0 : static_cast<std::size_t>(rows * cap));
         std::vector<Selection<T>> sel(static_cast<std::size_t>(rows));
         std::vector<T> thr(static_cast<std::size_t>(rows));
         std::vector<int64_t> excl_pos(static_cast<std::size_t>(rows), 0);
@@ -306,7 +311,7 @@ void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_
             const int64_t q = q0 + r;
             const bool valid = q < nq;
             thr[r] = valid ? nan : inf;
-            if (!Store) sel[r] = Selection<T>(sel_s.data() + r * kk, sel_id.data() + r * kk, kk);
+            if (!Store) sel[r] = Selection<T>(sel_buf.data() + r * cap, kk);
             if (valid && excl.indptr) {
                 excl_pos[r] = excl.indptr[q];
                 excl_end[r] = excl.indptr[q + 1];
@@ -383,25 +388,37 @@ void topk(const T* scores, int64_t n_rows, int64_t n_cols, int64_t k, const Excl
     const int threads = resolve_num_threads(num_threads);
     const int64_t kk = std::min(k, n_cols);
     const int64_t chunk = std::max<int64_t>(1, 65536 / n_cols);
+    std::vector<unsigned char> nan_rows(static_cast<std::size_t>(n_rows), 0);
     parallel_for(n_rows, threads, chunk, [&](int64_t r0, int64_t r1) {
-        std::vector<T> s(static_cast<std::size_t>(kk));
-        std::vector<int64_t> id(static_cast<std::size_t>(kk));
+        std::vector<Entry<T>> buf(static_cast<std::size_t>(Selection<T>::capacity(kk)));
         for (int64_t r = r0; r < r1; ++r) {
-            Selection<T> sel(s.data(), id.data(), kk);
+            Selection<T> sel(buf.data(), kk);
             const T* row = scores + r * n_cols;
+            bool saw_nan = false;
             int64_t start = 0;
             if (excl.indptr) {
                 for (int64_t p = excl.indptr[r]; p < excl.indptr[r + 1]; ++p) {
                     const int64_t e = excl.indices[p];
+                    if (row[e] != row[e]) saw_nan = true;  // NaN is an error even where excluded
                     if (e < start) continue;  // duplicate
-                    scan_segment(row, start, e, sel);
+                    scan_segment(row, start, e, sel, saw_nan);
                     start = e + 1;
                 }
             }
-            scan_segment(row, start, n_cols, sel);
+            scan_segment(row, start, n_cols, sel, saw_nan);
             sel.finish(out_ids + r * k, out_scores + r * k, k);
+            if (saw_nan) nan_rows[r] = 1;
         }
     });
+    // The NaN check rides on the scan; report the first one deterministically.
+    for (int64_t r = 0; r < n_rows; ++r) {
+        if (!nan_rows[r]) continue;
+        const T* row = scores + r * n_cols;
+        int64_t c = 0;
+        while (c < n_cols && row[c] == row[c]) ++c;
+        throw std::invalid_argument("scores contains NaN at index (" + std::to_string(r) + ", " +
+                                    std::to_string(c) + ")");
+    }
 }
 
 template <class T>
