@@ -311,9 +311,10 @@ def test_topk_dot_without_bias_threads_identical():
     q = rng.standard_normal((301, 20)).astype(np.float32)
     it = rng.standard_normal((2100, 20)).astype(np.float32)
     a = ops.topk_dot(q, it, 15, num_threads=1)
-    b = ops.topk_dot(q, it, 15, num_threads=2)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+    for threads in (2, 3, -1, None):  # different chunkings, same answer
+        b = ops.topk_dot(q, it, 15, num_threads=threads)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], ops.topk(_dot_scores(q, it), 15)[0])
 
 
