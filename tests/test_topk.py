@@ -444,3 +444,23 @@ def test_topk_dot_ties_across_item_blocks():
         ids, vals = _topk_dot_simd(q, it, 60, level, exclude=excl, num_threads=2)
         np.testing.assert_array_equal(ids, rids, err_msg=level)
         np.testing.assert_array_equal(vals, rvals, err_msg=level)
+
+
+def test_topk_dot_never_materialises_scores():
+    # 10,000 x 100,000 float32 scores would take 4 GB; the fused kernel needs
+    # the inputs, the packed items and the results only.
+    code = """
+import resource, numpy as np
+from metarec_fast import ops
+rng = np.random.default_rng(0)
+q = rng.standard_normal((10_000, 4), dtype=np.float32)
+it = rng.standard_normal((100_000, 4), dtype=np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ids, _ = ops.topk_dot(q, it, 5, num_threads=2)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert ids.shape == (10_000, 5)
+print((after - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown_mib = int(out.stdout.strip())
+    assert grown_mib < 200, f"peak memory grew by {grown_mib} MiB"
