@@ -464,3 +464,36 @@ print((after - before) // 1024)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     grown_mib = int(out.stdout.strip())
     assert grown_mib < 200, f"peak memory grew by {grown_mib} MiB"
+
+
+@pytest.mark.parametrize("nq", [3, 100])  # items packed per block / once up front
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_topk_dot_non_finite_items_named(nq, bad):
+    it = np.zeros((300, 5), np.float32)
+    it[201, 3] = bad
+    it[250, 1] = np.nan
+    with pytest.raises(ValueError, match=r"items contains NaN or inf at index \(201, 3\)"):
+        ops.topk_dot(np.ones((nq, 5), np.float32), it, 4, num_threads=1)
+
+
+@pytest.mark.parametrize("k", [7, 500])
+def test_topk_dot_few_queries_split_catalogue(k):
+    # Few queries: the catalogue is split into slices (merged per query) and
+    # items are packed block by block. Integer data -> exact, tie-heavy scores.
+    rng = np.random.default_rng(15)
+    q = rng.integers(-1, 2, (5, 64)).astype(np.float32)
+    it = rng.integers(-1, 2, (10_000, 64)).astype(np.float32)
+    bias = rng.integers(-2, 3, 10_000).astype(np.float32)
+    excl = random_exclusion(rng, 5, 10_000, 400, unsorted=True, dups=True)
+    rids, rvals = ref_topk(q @ it.T + bias, k, excl)
+    for level in SUPPORTED:
+        for threads in (1, 2, 3):
+            ids, vals = _topk_dot_simd(q, it, k, level, item_bias=bias, exclude=excl,
+                                       num_threads=threads)
+            np.testing.assert_array_equal(ids, rids, err_msg=f"{level} {threads}")
+            np.testing.assert_array_equal(vals, rvals, err_msg=f"{level} {threads}")
+    rng_f = np.random.default_rng(16)
+    qf = rng_f.standard_normal((3, 64)).astype(np.float64)
+    itf = rng_f.standard_normal((10_000, 64)).astype(np.float64)
+    ids, _ = ops.topk_dot(qf, itf, k, num_threads=2)
+    np.testing.assert_array_equal(ids, ops.topk(_dot_scores(qf, itf), k)[0])
