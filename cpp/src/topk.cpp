@@ -318,7 +318,7 @@ void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_
     const int64_t groups_per_chunk =
         items_bytes > (int64_t(32) << 20)
             ? std::min<int64_t>(n_groups, 32)
-            : std::clamp<int64_t>(n_groups / (4 * int64_t(threads)), 1, 32);
+            : std::clamp<int64_t>(n_groups / (8 * int64_t(threads)), 1, 32);
     const int64_t n_chunks = (n_groups + groups_per_chunk - 1) / groups_per_chunk;
     int64_t n_slices = 1;
     if (!Store && n_chunks < 4 * int64_t(threads)) {
