@@ -222,16 +222,15 @@ def _explicit_group(name):
     return f"topk-{n}x{m}-k{k}"
 
 
-def _explicit_ref(scores, k):
-    sub = scores[:CHECK_ROWS].astype(np.float64)
-    return sub
+def _explicit_ref(scores):
+    return scores[:CHECK_ROWS].astype(np.float64)
 
 
 @pytest.mark.parametrize("name", list(EXPLICIT_SHAPES))
 def test_topk_ours(benchmark, name):
     benchmark.group = _explicit_group(name)
     scores, k = explicit_problem(name)
-    exact = _explicit_ref(scores, k)
+    exact = _explicit_ref(scores)
     run_checked(benchmark, lambda: ops.topk(scores, k, num_threads=THREADS)[0],
                 lambda ids: check_topk(ids, exact, k, tol=0.0), 5)
 
@@ -242,7 +241,7 @@ def test_topk_torch(benchmark, name):
     torch.set_num_threads(THREADS)
     benchmark.group = _explicit_group(name)
     scores, k = explicit_problem(name)
-    exact = _explicit_ref(scores, k)
+    exact = _explicit_ref(scores)
     ts = torch.from_numpy(scores)
     run_checked(benchmark, lambda: torch.topk(ts, k, dim=1).indices.numpy(),
                 lambda ids: check_topk(ids, exact, k, tol=0.0), 5)
@@ -252,7 +251,7 @@ def test_topk_torch(benchmark, name):
 def test_topk_numpy(benchmark, name):
     benchmark.group = _explicit_group(name)
     scores, k = explicit_problem(name)
-    exact = _explicit_ref(scores, k)
+    exact = _explicit_ref(scores)
 
     def run():
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]

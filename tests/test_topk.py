@@ -400,7 +400,7 @@ def test_topk_dot_bad_inputs():
         ops.topk_dot(q, it, -1)
     with pytest.raises(TypeError, match="str"):
         ops.topk_dot(q, it, "3")
-    for name, args in (("queries", (q, it)), ("items", (q, it)), ("item_bias", (q, it))):
+    for name in ("queries", "items", "item_bias"):
         qq, ii, bb = q.copy(), it.copy(), np.zeros(5, np.float32)
         target = {"queries": qq, "items": ii, "item_bias": bb}[name]
         target.reshape(-1)[3] = np.nan
