@@ -311,9 +311,10 @@ def test_topk_dot_without_bias_threads_identical():
     q = rng.standard_normal((301, 20)).astype(np.float32)
     it = rng.standard_normal((2100, 20)).astype(np.float32)
     a = ops.topk_dot(q, it, 15, num_threads=1)
-    b = ops.topk_dot(q, it, 15, num_threads=2)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+    for threads in (2, 3, -1, None):  # different chunkings, same answer
+        b = ops.topk_dot(q, it, 15, num_threads=threads)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], ops.topk(_dot_scores(q, it), 15)[0])
 
 
@@ -399,7 +400,7 @@ def test_topk_dot_bad_inputs():
         ops.topk_dot(q, it, -1)
     with pytest.raises(TypeError, match="str"):
         ops.topk_dot(q, it, "3")
-    for name, args in (("queries", (q, it)), ("items", (q, it)), ("item_bias", (q, it))):
+    for name in ("queries", "items", "item_bias"):
         qq, ii, bb = q.copy(), it.copy(), np.zeros(5, np.float32)
         target = {"queries": qq, "items": ii, "item_bias": bb}[name]
         target.reshape(-1)[3] = np.nan
@@ -443,3 +444,56 @@ def test_topk_dot_ties_across_item_blocks():
         ids, vals = _topk_dot_simd(q, it, 60, level, exclude=excl, num_threads=2)
         np.testing.assert_array_equal(ids, rids, err_msg=level)
         np.testing.assert_array_equal(vals, rvals, err_msg=level)
+
+
+def test_topk_dot_never_materialises_scores():
+    # 10,000 x 100,000 float32 scores would take 4 GB; the fused kernel needs
+    # the inputs, the packed items and the results only.
+    code = """
+import resource, numpy as np
+from metarec_fast import ops
+rng = np.random.default_rng(0)
+q = rng.standard_normal((10_000, 4), dtype=np.float32)
+it = rng.standard_normal((100_000, 4), dtype=np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ids, _ = ops.topk_dot(q, it, 5, num_threads=2)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert ids.shape == (10_000, 5)
+print((after - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown_mib = int(out.stdout.strip())
+    assert grown_mib < 200, f"peak memory grew by {grown_mib} MiB"
+
+
+@pytest.mark.parametrize("nq", [3, 100])  # items packed per block / once up front
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_topk_dot_non_finite_items_named(nq, bad):
+    it = np.zeros((300, 5), np.float32)
+    it[201, 3] = bad
+    it[250, 1] = np.nan
+    with pytest.raises(ValueError, match=r"items contains NaN or inf at index \(201, 3\)"):
+        ops.topk_dot(np.ones((nq, 5), np.float32), it, 4, num_threads=1)
+
+
+@pytest.mark.parametrize("k", [7, 500])
+def test_topk_dot_few_queries_split_catalogue(k):
+    # Few queries: the catalogue is split into slices (merged per query) and
+    # items are packed block by block. Integer data -> exact, tie-heavy scores.
+    rng = np.random.default_rng(15)
+    q = rng.integers(-1, 2, (5, 64)).astype(np.float32)
+    it = rng.integers(-1, 2, (10_000, 64)).astype(np.float32)
+    bias = rng.integers(-2, 3, 10_000).astype(np.float32)
+    excl = random_exclusion(rng, 5, 10_000, 400, unsorted=True, dups=True)
+    rids, rvals = ref_topk(q @ it.T + bias, k, excl)
+    for level in SUPPORTED:
+        for threads in (1, 2, 3):
+            ids, vals = _topk_dot_simd(q, it, k, level, item_bias=bias, exclude=excl,
+                                       num_threads=threads)
+            np.testing.assert_array_equal(ids, rids, err_msg=f"{level} {threads}")
+            np.testing.assert_array_equal(vals, rvals, err_msg=f"{level} {threads}")
+    rng_f = np.random.default_rng(16)
+    qf = rng_f.standard_normal((3, 64)).astype(np.float64)
+    itf = rng_f.standard_normal((10_000, 64)).astype(np.float64)
+    ids, _ = ops.topk_dot(qf, itf, k, num_threads=2)
+    np.testing.assert_array_equal(ids, ops.topk(_dot_scores(qf, itf), k)[0])

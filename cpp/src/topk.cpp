@@ -4,8 +4,10 @@
 #include "metarec/topk.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,66 +21,70 @@ namespace {
 
 using std::int64_t;
 
-// The k best (score, id) pairs seen so far of one row, where ids arrive in
-// increasing order. "Better" = higher score, then lower id; so a newcomer
-// only enters a full selection with a strictly higher score than the worst.
-// Small k: a sorted array (best first). Larger k: a binary heap with the
-// worst at the root.
+template <class T>
+struct Entry {
+    T s;
+    int64_t id;
+};
+
+// Total order of the output: higher score first, then lower id.
+template <class T>
+inline bool better(const Entry<T>& a, const Entry<T>& b) {
+    return a.s > b.s || (a.s == b.s && a.id < b.id);
+}
+
+// The k best (score, id) pairs of one row, where ids arrive in increasing
+// order, so a newcomer only beats the current k-th with a strictly higher
+// score (an equal score never displaces a lower id).
+//  * k <= kSortedMax: a sorted array, best first; the threshold is exact.
+//  * larger k: a reservoir of 2k entries (as faiss' ReservoirTopN): append
+//    while above the threshold; when full, nth_element keeps the k best and
+//    the threshold rises to the k-th. O(1) amortised per hit, few branches.
+// full() says a threshold exists; then only scores > worst() may be pushed.
 template <class T>
 class Selection {
 public:
-    static constexpr int64_t kSortedMax = 64;
+    static constexpr int64_t kSortedMax = 16;
+    static int64_t capacity(int64_t k) { return k <= kSortedMax ? k : 2 * k; }
 
     Selection() = default;
-    Selection(T* s, int64_t* id, int64_t k) : s_(s), id_(id), k_(k), heap_(k > kSortedMax) {}
+    Selection(Entry<T>* buf, int64_t k) : e_(buf), k_(k), cap_(capacity(k)), sorted_(k <= kSortedMax) {}
 
-    bool full() const { return n_ == k_; }
-    // Worst kept score; only when full().
-    T worst() const { return heap_ ? s_[0] : s_[n_ - 1]; }
+    bool full() const { return has_thr_; }
+    T worst() const { return thr_; }
 
     // Adds (v, i); requires !full() or v > worst(), and i above every kept id.
     void push(T v, int64_t i) {
-        if (!heap_) {
-            int64_t pos = full() ? k_ - 1 : n_++;
-            while (pos > 0 && s_[pos - 1] < v) {
-                s_[pos] = s_[pos - 1];
-                id_[pos] = id_[pos - 1];
+        if (sorted_) {
+            int64_t pos = n_ == k_ ? k_ - 1 : n_++;
+            while (pos > 0 && e_[pos - 1].s < v) {
+                e_[pos] = e_[pos - 1];
                 --pos;
             }
-            s_[pos] = v;
-            id_[pos] = i;
+            e_[pos] = Entry<T>{v, i};
+            if (n_ == k_) {
+                has_thr_ = true;
+                thr_ = e_[k_ - 1].s;
+            }
             return;
         }
-        if (!full()) {
-            int64_t pos = n_++;
-            while (pos > 0) {  // sift up: parent must be worse than the child
-                const int64_t parent = (pos - 1) / 2;
-                if (!worse(v, i, s_[parent], id_[parent])) break;
-                s_[pos] = s_[parent];
-                id_[pos] = id_[parent];
-                pos = parent;
-            }
-            s_[pos] = v;
-            id_[pos] = i;
-        } else {
-            sift_down(0, n_, v, i);
-        }
+        e_[n_++] = Entry<T>{v, i};
+        if (n_ == cap_) compact();
+    }
+
+    // Copies the selection, best first, to `out` (room for k); returns the count.
+    int64_t take(Entry<T>* out) {
+        sort();
+        std::copy(e_, e_ + n_, out);
+        return n_;
     }
 
     // Writes the selection best first and pads to `k_out` with (-1, -inf).
     void finish(int64_t* out_ids, float* out_scores, int64_t k_out) {
-        if (heap_) {  // heap sort: repeatedly move the worst to the end
-            for (int64_t end = n_ - 1; end > 0; --end) {
-                const T v = s_[end];
-                const int64_t i = id_[end];
-                s_[end] = s_[0];
-                id_[end] = id_[0];
-                sift_down(0, end, v, i);
-            }
-        }
+        sort();
         for (int64_t j = 0; j < n_; ++j) {
-            out_ids[j] = id_[j];
-            out_scores[j] = static_cast<float>(s_[j]);
+            out_ids[j] = e_[j].id;
+            out_scores[j] = static_cast<float>(e_[j].s);
         }
         for (int64_t j = n_; j < k_out; ++j) {
             out_ids[j] = -1;
@@ -87,28 +93,29 @@ public:
     }
 
 private:
-    static bool worse(T a, int64_t ia, T b, int64_t ib) { return a < b || (a == b && ia > ib); }
-
-    // Places (v, i) at `pos` of the heap [0, n) and sifts it down.
-    void sift_down(int64_t pos, int64_t n, T v, int64_t i) {
-        for (;;) {
-            int64_t child = 2 * pos + 1;
-            if (child >= n) break;
-            if (child + 1 < n && worse(s_[child + 1], id_[child + 1], s_[child], id_[child])) ++child;
-            if (!worse(s_[child], id_[child], v, i)) break;
-            s_[pos] = s_[child];
-            id_[pos] = id_[child];
-            pos = child;
+    void sort() {
+        if (sorted_) return;
+        if (n_ > k_) {
+            std::nth_element(e_, e_ + (k_ - 1), e_ + n_, better<T>);
+            n_ = k_;
         }
-        s_[pos] = v;
-        id_[pos] = i;
+        std::sort(e_, e_ + n_, better<T>);
     }
 
-    T* s_ = nullptr;
-    int64_t* id_ = nullptr;
+    void compact() {
+        std::nth_element(e_, e_ + (k_ - 1), e_ + n_, better<T>);
+        n_ = k_;
+        has_thr_ = true;
+        thr_ = e_[k_ - 1].s;  // the k-th best: nothing before it is worse
+    }
+
+    Entry<T>* e_ = nullptr;
     int64_t k_ = 0;
+    int64_t cap_ = 0;
     int64_t n_ = 0;
-    bool heap_ = false;
+    T thr_ = T(0);
+    bool has_thr_ = false;
+    bool sorted_ = true;
 };
 
 void pad_all(int64_t n_rows, int64_t k, int64_t* out_ids, float* out_scores) {
@@ -123,43 +130,55 @@ void check_common(int64_t n_rows, int64_t n_cols, int64_t k) {
 
 // Scans row[a, b) into `sel`: fill phase, then a chunked threshold test
 // that the compiler vectorises; only chunks with a hit are looked at again.
+// NaN never enters the selection; it sets `saw_nan` (the caller raises).
 template <class T>
-void scan_segment(const T* row, int64_t a, int64_t b, Selection<T>& sel) {
+void scan_segment(const T* row, int64_t a, int64_t b, Selection<T>& sel, bool& saw_nan) {
     int64_t j = a;
-    while (j < b && !sel.full()) {
+    for (; j < b && !sel.full(); ++j) {
+        if (row[j] != row[j]) {
+            saw_nan = true;
+            continue;
+        }
         sel.push(row[j], j);
-        ++j;
     }
     if (j >= b) return;
     T thr = sel.worst();
     constexpr int64_t C = 32;
     for (; j + C <= b; j += C) {
         int any = 0;
-        for (int64_t t = 0; t < C; ++t) any |= static_cast<int>(row[j + t] > thr);
+        for (int64_t t = 0; t < C; ++t) any |= static_cast<int>(!(row[j + t] <= thr));
         if (!any) continue;
         for (int64_t t = 0; t < C; ++t) {
-            if (row[j + t] > thr) {
-                sel.push(row[j + t], j + t);
+            const T v = row[j + t];
+            if (v > thr) {
+                sel.push(v, j + t);
                 thr = sel.worst();
+            } else if (v != v) {
+                saw_nan = true;
             }
         }
     }
     for (; j < b; ++j) {
-        if (row[j] > thr) {
-            sel.push(row[j], j);
+        const T v = row[j];
+        if (v > thr) {
+            sel.push(v, j);
             thr = sel.worst();
+        } else if (v != v) {
+            saw_nan = true;
         }
     }
 }
 
+// Uninitialised, 64-byte aligned scratch (no zero fill: every byte used is
+// written first, and a fresh large buffer is not touched twice).
 template <class T>
 struct AlignedBuffer {
-    explicit AlignedBuffer(std::size_t n) : raw(n + 64 / sizeof(T)) {
-        auto addr = reinterpret_cast<std::uintptr_t>(raw.data());
+    explicit AlignedBuffer(std::size_t n) : raw(new T[n + 64 / sizeof(T)]) {
+        auto addr = reinterpret_cast<std::uintptr_t>(raw.get());
         const std::uintptr_t aligned = (addr + 63) & ~std::uintptr_t{63};
         ptr = reinterpret_cast<T*>(aligned);
     }
-    std::vector<T> raw;
+    std::unique_ptr<T[]> raw;
     T* ptr;
 };
 
@@ -179,46 +198,58 @@ const topk_detail::DotKernel<T>& pick_kernel(simd::Level level) {
     }
 }
 
-// Items (and bias) packed once into NR-wide panels [panel][d][NR].
+// Packs item panels [p_begin, p_end) into dst [panel - p_begin][d][nr] and
+// their bias into dst_bias [panel - p_begin][nr]; lanes past ni are 0.
+// Returns false when an item holds NaN or +-inf (x * 0 is then NaN), which
+// saves the caller a separate validation pass over the whole catalogue.
 template <class T>
-struct PackedItems {
-    PackedItems(const T* items, int64_t ni, int64_t d, const T* bias, int nr, int num_threads)
-        : n_panels((ni + nr - 1) / nr),
-          items_buf(static_cast<std::size_t>(n_panels * nr * d)),
-          bias_buf(static_cast<std::size_t>(n_panels * nr)) {
-        T* ip = items_buf.ptr;
-        T* bp = bias_buf.ptr;
-        parallel_for(n_panels, num_threads, 64, [&](int64_t p0, int64_t p1) {
-            for (int64_t p = p0; p < p1; ++p) {
-                T* dst = ip + p * d * nr;
-                for (int j = 0; j < nr; ++j) {
-                    const int64_t item = p * nr + j;
-                    if (item < ni) {
-                        const T* src = items + item * d;
-                        for (int64_t kk = 0; kk < d; ++kk) dst[kk * nr + j] = src[kk];
-                        bp[item] = bias ? bias[item] : T(0);
-                    } else {
-                        for (int64_t kk = 0; kk < d; ++kk) dst[kk * nr + j] = T(0);
-                        bp[item] = T(0);
-                    }
+bool pack_panels(const T* items, int64_t ni, int64_t d, const T* bias, int nr, int64_t p_begin,
+                 int64_t p_end, T* dst_items, T* dst_bias) {
+    T probe = T(0);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        T* dst = dst_items + (p - p_begin) * d * nr;
+        T* db = dst_bias + (p - p_begin) * nr;
+        for (int j = 0; j < nr; ++j) {
+            const int64_t item = p * nr + j;
+            if (item < ni) {
+                const T* src = items + item * d;
+                for (int64_t kk = 0; kk < d; ++kk) {
+                    dst[kk * nr + j] = src[kk];
+                    probe += src[kk] * T(0);
                 }
+                db[j] = bias ? bias[item] : T(0);
+            } else {
+                for (int64_t kk = 0; kk < d; ++kk) dst[kk * nr + j] = T(0);
+                db[j] = T(0);
             }
-        });
+        }
     }
-    int64_t n_panels;
-    AlignedBuffer<T> items_buf;
-    AlignedBuffer<T> bias_buf;
-};
+    return probe == T(0);
+}
+
+// Throws std::invalid_argument naming the first non-finite entry of a matrix.
+template <class T>
+[[noreturn]] void throw_non_finite(const char* name, const T* a, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        if (!std::isfinite(a[i])) {
+            throw std::invalid_argument(std::string(name) + " contains NaN or inf at index (" +
+                                        std::to_string(i / cols) + ", " + std::to_string(i % cols) +
+                                        ") (value " + std::to_string(a[i]) + ")");
+        }
+    }
+    throw std::invalid_argument(std::string(name) + " contains NaN or inf");
+}
 
 // State the hit callback needs for one group of MR query rows.
 template <class T>
 struct GroupCtx {
-    Selection<T>* sel = nullptr;   // per row (valid rows only)
+    Selection<T>* sel = nullptr;   // per row
     T* thr = nullptr;              // per row
     int64_t* excl_pos = nullptr;   // per row cursor into excl indices
     int64_t* excl_end = nullptr;   // per row
     const int64_t* excl = nullptr;
     int64_t ni = 0;
+    int64_t panel0 = 0;            // panel index of the kernel's panel 0
     int nr = 0;
     // dot_scores only:
     T* out = nullptr;
@@ -230,7 +261,7 @@ template <class T>
 void on_hit_select(void* vctx, int r, int64_t panel, const T* scores, std::uint32_t mask) {
     auto& c = *static_cast<GroupCtx<T>*>(vctx);
     Selection<T>& sel = c.sel[r];
-    const int64_t base = panel * c.nr;
+    const int64_t base = (c.panel0 + panel) * c.nr;
     int64_t& pos = c.excl_pos[r];
     const int64_t end = c.excl_end[r];
     while (mask) {
@@ -252,12 +283,19 @@ template <class T>
 void on_hit_store(void* vctx, int r, int64_t panel, const T* scores, std::uint32_t) {
     auto& c = *static_cast<GroupCtx<T>*>(vctx);
     if (r >= c.rows_valid) return;
-    const int64_t base = panel * c.nr;
+    const int64_t base = (c.panel0 + panel) * c.nr;
     T* dst = c.out + (c.row0 + r) * c.ni;
     for (int j = 0; j < c.nr && base + j < c.ni; ++j) dst[base + j] = scores[j];
 }
 
-// Runs the fused scan over all queries; `Mode` = select (top-k) or store.
+// The fused scan. Work units are (chunk of query groups) x (slice of the
+// item panels). Many queries: one slice, items packed once up front and
+// streamed from L2 block by block. Few queries: items are packed block by
+// block on the fly (read once, no packed copy), and the catalogue is split
+// into slices so every thread has work; each slice keeps its own top-k and
+// the slices are merged per query. Top-k under the total order
+// (score desc, id asc) is unique and every score is computed by the same
+// arithmetic whatever the split, so the result never depends on it.
 template <class T, bool Store>
 void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t d, const T* bias,
                 int64_t k, const Exclusion& excl, int num_threads, simd::Level level,
@@ -267,76 +305,167 @@ void dot_driver(const T* queries, int64_t nq, const T* items, int64_t ni, int64_
     const int MR = K.mr;
     const int NR = K.nr;
     const int64_t kk = std::min(k, ni);
-    PackedItems<T> packed(items, ni, d, bias, NR, threads);
-    const int64_t n_panels = packed.n_panels;
+    const int64_t n_panels = (ni + NR - 1) / NR;
+    const int64_t panel_bytes = std::max<int64_t>(1, d * NR * int64_t(sizeof(T)));
     // Item blocks of ~256 KiB of packed data stay in L2 while every query
     // group of a chunk streams over them.
-    const int64_t block_panels =
-        std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(1, d * NR * int64_t(sizeof(T))));
+    const int64_t block_panels = std::max<int64_t>(1, (256 * 1024) / panel_bytes);
     const int64_t n_groups = (nq + MR - 1) / MR;
+    // A chunk of query groups reads the whole catalogue once. When that is
+    // large (beyond cache) keep chunks big, to read it few times; otherwise
+    // favour balance. Item slices then give every thread enough work.
+    const int64_t items_bytes = ni * d * int64_t(sizeof(T));
     const int64_t groups_per_chunk =
-        std::clamp<int64_t>(n_groups / (4 * int64_t(threads)), 1, 16);
+        items_bytes > (int64_t(32) << 20)
+            ? std::min<int64_t>(n_groups, 32)
+            : std::clamp<int64_t>(n_groups / (8 * int64_t(threads)), 1, 32);
+    const int64_t n_chunks = (n_groups + groups_per_chunk - 1) / groups_per_chunk;
+    int64_t n_slices = 1;
+    if (!Store && n_chunks < 4 * int64_t(threads)) {
+        const int64_t want = (4 * int64_t(threads) + n_chunks - 1) / n_chunks;
+        const int64_t by_blocks = n_panels / (2 * block_panels);
+        const int64_t by_memory =
+            (int64_t(256) << 20) / std::max<int64_t>(1, nq * kk * int64_t(sizeof(Entry<T>)));
+        n_slices = std::clamp<int64_t>(std::min({want, by_blocks, by_memory}), 1, 64);
+    }
+    const int64_t slice_panels = (n_panels + n_slices - 1) / n_slices;
+    n_slices = (n_panels + slice_panels - 1) / slice_panels;
+    const bool pack_once = n_chunks > 2;
+
+    std::unique_ptr<AlignedBuffer<T>> packed_items, packed_bias;
+    if (pack_once) {
+        packed_items = std::make_unique<AlignedBuffer<T>>(static_cast<std::size_t>(n_panels * NR * d));
+        packed_bias = std::make_unique<AlignedBuffer<T>>(static_cast<std::size_t>(n_panels * NR));
+        T* ip = packed_items->ptr;
+        T* bp = packed_bias->ptr;
+        parallel_for(n_panels, threads, 64, [&](int64_t p0, int64_t p1) {
+            if (!pack_panels(items, ni, d, bias, NR, p0, p1, ip + p0 * d * NR, bp + p0 * NR)) {
+                throw_non_finite("items", items, ni, d);
+            }
+        });
+    }
+    // Per-slice partial results when the catalogue is split.
+    std::vector<Entry<T>> partial(n_slices > 1 ? static_cast<std::size_t>(n_slices * nq * kk) : 0);
+    std::vector<int64_t> partial_n(n_slices > 1 ? static_cast<std::size_t>(n_slices * nq) : 0);
+
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const T inf = std::numeric_limits<T>::infinity();
 
-    parallel_for(n_groups, threads, groups_per_chunk, [&](int64_t g0, int64_t g1) {
-        const int64_t ng = g1 - g0;
-        const int64_t rows = ng * MR;
-        const int64_t q0 = g0 * MR;
-        AlignedBuffer<T> qpack(static_cast<std::size_t>(ng * d * MR));
-        for (int64_t g = 0; g < ng; ++g) {
-            T* dst = qpack.ptr + g * d * MR;
-            for (int r = 0; r < MR; ++r) {
-                const int64_t q = q0 + g * MR + r;
-                if (q < nq) {
-                    const T* src = queries + q * d;
-                    for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = src[t];
+    parallel_for(n_chunks * n_slices, threads, 1, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t chunk = u / n_slices;
+            const int64_t slice = u % n_slices;
+            const int64_t g0 = chunk * groups_per_chunk;
+            const int64_t ng = std::min(groups_per_chunk, n_groups - g0);
+            const int64_t rows = ng * MR;
+            const int64_t q0 = g0 * MR;
+            const int64_t sp0 = slice * slice_panels;
+            const int64_t sp1 = std::min(n_panels, sp0 + slice_panels);
+            AlignedBuffer<T> qpack(static_cast<std::size_t>(ng * d * MR));
+            for (int64_t g = 0; g < ng; ++g) {
+                T* dst = qpack.ptr + g * d * MR;
+                for (int r = 0; r < MR; ++r) {
+                    const int64_t q = q0 + g * MR + r;
+                    if (q < nq) {
+                        const T* src = queries + q * d;
+                        for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = src[t];
+                    } else {
+                        for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = T(0);
+                    }
+                }
+            }
+            const int64_t cap = Selection<T>::capacity(kk);
+            std::vector<Entry<T>> sel_buf(Store ? 0 : static_cast<std::size_t>(rows * cap));
+            std::vector<Selection<T>> sel(static_cast<std::size_t>(rows));
+            std::vector<T> thr(static_cast<std::size_t>(rows));
+            std::vector<int64_t> excl_pos(static_cast<std::size_t>(rows), 0);
+            std::vector<int64_t> excl_end(static_cast<std::size_t>(rows), 0);
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t q = q0 + r;
+                const bool valid = q < nq;
+                thr[r] = valid ? nan : inf;
+                if (!Store) sel[r] = Selection<T>(sel_buf.data() + r * cap, kk);
+                if (valid && excl.indptr) {
+                    excl_pos[r] = excl.indptr[q];
+                    excl_end[r] = excl.indptr[q + 1];
+                }
+            }
+            std::vector<GroupCtx<T>> ctx(static_cast<std::size_t>(ng));
+            for (int64_t g = 0; g < ng; ++g) {
+                GroupCtx<T>& c = ctx[g];
+                c.sel = sel.data() + g * MR;
+                c.thr = thr.data() + g * MR;
+                c.excl_pos = excl_pos.data() + g * MR;
+                c.excl_end = excl_end.data() + g * MR;
+                c.excl = excl.indices;
+                c.ni = ni;
+                c.nr = NR;
+                c.out = out_dense;
+                c.row0 = q0 + g * MR;
+                c.rows_valid = static_cast<int>(std::min<int64_t>(MR, nq - c.row0));
+            }
+            const topk_detail::HitFn<T> fn = Store ? &on_hit_store<T> : &on_hit_select<T>;
+            std::unique_ptr<AlignedBuffer<T>> block_items, block_bias;
+            if (!pack_once) {
+                block_items = std::make_unique<AlignedBuffer<T>>(static_cast<std::size_t>(block_panels * NR * d));
+                block_bias = std::make_unique<AlignedBuffer<T>>(static_cast<std::size_t>(block_panels * NR));
+            }
+            for (int64_t pb = sp0; pb < sp1; pb += block_panels) {
+                const int64_t pe = std::min(sp1, pb + block_panels);
+                const T* ip;
+                const T* bp;
+                int64_t first, last, panel0;
+                if (pack_once) {
+                    ip = packed_items->ptr;
+                    bp = packed_bias->ptr;
+                    first = pb;
+                    last = pe;
+                    panel0 = 0;
                 } else {
-                    for (int64_t t = 0; t < d; ++t) dst[t * MR + r] = T(0);
+                    if (!pack_panels(items, ni, d, bias, NR, pb, pe, block_items->ptr, block_bias->ptr)) {
+                        throw_non_finite("items", items, ni, d);
+                    }
+                    ip = block_items->ptr;
+                    bp = block_bias->ptr;
+                    first = 0;
+                    last = pe - pb;
+                    panel0 = pb;
+                }
+                for (int64_t g = 0; g < ng; ++g) {
+                    ctx[g].panel0 = panel0;
+                    K.scan(qpack.ptr + g * d * MR, ip, bp, d, first, last, thr.data() + g * MR, fn, &ctx[g]);
+                }
+            }
+            if (Store) continue;
+            for (int64_t r = 0; r < rows && q0 + r < nq; ++r) {
+                const int64_t q = q0 + r;
+                if (n_slices == 1) {
+                    sel[r].finish(out_ids + q * k, out_scores + q * k, k);
+                } else {
+                    const int64_t at = slice * nq + q;
+                    partial_n[at] = sel[r].take(partial.data() + at * kk);
                 }
             }
         }
-        std::vector<T> sel_s(Store ? 0 : static_cast<std::size_t>(rows * kk));
-        std::vector<int64_t> sel_id(sel_s.size());
-        std::vector<Selection<T>> sel(static_cast<std::size_t>(rows));
-        std::vector<T> thr(static_cast<std::size_t>(rows));
-        std::vector<int64_t> excl_pos(static_cast<std::size_t>(rows), 0);
-        std::vector<int64_t> excl_end(static_cast<std::size_t>(rows), 0);
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t q = q0 + r;
-            const bool valid = q < nq;
-            thr[r] = valid ? nan : inf;
-            if (!Store) sel[r] = Selection<T>(sel_s.data() + r * kk, sel_id.data() + r * kk, kk);
-            if (valid && excl.indptr) {
-                excl_pos[r] = excl.indptr[q];
-                excl_end[r] = excl.indptr[q + 1];
+    });
+    if (n_slices == 1) return;
+    parallel_for(nq, threads, 64, [&](int64_t r0, int64_t r1) {
+        std::vector<Entry<T>> all;
+        for (int64_t q = r0; q < r1; ++q) {
+            all.clear();
+            for (int64_t sl = 0; sl < n_slices; ++sl) {
+                const int64_t at = sl * nq + q;
+                all.insert(all.end(), partial.data() + at * kk, partial.data() + at * kk + partial_n[at]);
             }
-        }
-        std::vector<GroupCtx<T>> ctx(static_cast<std::size_t>(ng));
-        for (int64_t g = 0; g < ng; ++g) {
-            GroupCtx<T>& c = ctx[g];
-            c.sel = sel.data() + g * MR;
-            c.thr = thr.data() + g * MR;
-            c.excl_pos = excl_pos.data() + g * MR;
-            c.excl_end = excl_end.data() + g * MR;
-            c.excl = excl.indices;
-            c.ni = ni;
-            c.nr = NR;
-            c.out = out_dense;
-            c.row0 = q0 + g * MR;
-            c.rows_valid = static_cast<int>(std::min<int64_t>(MR, nq - c.row0));
-        }
-        const topk_detail::HitFn<T> fn = Store ? &on_hit_store<T> : &on_hit_select<T>;
-        for (int64_t pb = 0; pb < n_panels; pb += block_panels) {
-            const int64_t pe = std::min(n_panels, pb + block_panels);
-            for (int64_t g = 0; g < ng; ++g) {
-                K.scan(qpack.ptr + g * d * MR, packed.items_buf.ptr, packed.bias_buf.ptr, d, pb, pe,
-                       thr.data() + g * MR, fn, &ctx[g]);
+            const int64_t n = std::min<int64_t>(kk, static_cast<int64_t>(all.size()));
+            std::partial_sort(all.begin(), all.begin() + n, all.end(), better<T>);
+            for (int64_t j = 0; j < n; ++j) {
+                out_ids[q * k + j] = all[j].id;
+                out_scores[q * k + j] = static_cast<float>(all[j].s);
             }
-        }
-        if (!Store) {
-            for (int64_t r = 0; r < rows && q0 + r < nq; ++r) {
-                sel[r].finish(out_ids + (q0 + r) * k, out_scores + (q0 + r) * k, k);
+            for (int64_t j = n; j < k; ++j) {
+                out_ids[q * k + j] = -1;
+                out_scores[q * k + j] = -std::numeric_limits<float>::infinity();
             }
         }
     });
@@ -383,25 +512,37 @@ void topk(const T* scores, int64_t n_rows, int64_t n_cols, int64_t k, const Excl
     const int threads = resolve_num_threads(num_threads);
     const int64_t kk = std::min(k, n_cols);
     const int64_t chunk = std::max<int64_t>(1, 65536 / n_cols);
+    std::vector<unsigned char> nan_rows(static_cast<std::size_t>(n_rows), 0);
     parallel_for(n_rows, threads, chunk, [&](int64_t r0, int64_t r1) {
-        std::vector<T> s(static_cast<std::size_t>(kk));
-        std::vector<int64_t> id(static_cast<std::size_t>(kk));
+        std::vector<Entry<T>> buf(static_cast<std::size_t>(Selection<T>::capacity(kk)));
         for (int64_t r = r0; r < r1; ++r) {
-            Selection<T> sel(s.data(), id.data(), kk);
+            Selection<T> sel(buf.data(), kk);
             const T* row = scores + r * n_cols;
+            bool saw_nan = false;
             int64_t start = 0;
             if (excl.indptr) {
                 for (int64_t p = excl.indptr[r]; p < excl.indptr[r + 1]; ++p) {
                     const int64_t e = excl.indices[p];
+                    if (row[e] != row[e]) saw_nan = true;  // NaN is an error even where excluded
                     if (e < start) continue;  // duplicate
-                    scan_segment(row, start, e, sel);
+                    scan_segment(row, start, e, sel, saw_nan);
                     start = e + 1;
                 }
             }
-            scan_segment(row, start, n_cols, sel);
+            scan_segment(row, start, n_cols, sel, saw_nan);
             sel.finish(out_ids + r * k, out_scores + r * k, k);
+            if (saw_nan) nan_rows[r] = 1;
         }
     });
+    // The NaN check rides on the scan; report the first one deterministically.
+    for (int64_t r = 0; r < n_rows; ++r) {
+        if (!nan_rows[r]) continue;
+        const T* row = scores + r * n_cols;
+        int64_t c = 0;
+        while (c < n_cols && row[c] == row[c]) ++c;
+        throw std::invalid_argument("scores contains NaN at index (" + std::to_string(r) + ", " +
+                                    std::to_string(c) + ")");
+    }
 }
 
 template <class T>

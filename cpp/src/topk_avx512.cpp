@@ -13,7 +13,7 @@ namespace {
 struct F32 {
     using T = float;
     using V = __m512;
-    static constexpr int W = 16, NV = 2, MR = 12;
+    static constexpr int W = 16, NV = 2, MR = 14;
     static V load(const T* p) { return _mm512_loadu_ps(p); }
     static V bcast(const T* p) { return _mm512_set1_ps(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -26,7 +26,7 @@ struct F32 {
 struct F64 {
     using T = double;
     using V = __m512d;
-    static constexpr int W = 8, NV = 2, MR = 12;
+    static constexpr int W = 8, NV = 2, MR = 14;
     static V load(const T* p) { return _mm512_loadu_pd(p); }
     static V bcast(const T* p) { return _mm512_set1_pd(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }

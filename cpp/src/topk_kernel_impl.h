@@ -31,6 +31,7 @@ void scan_group(const typename Tr::T* qpack, const typename Tr::T* ipack,
                 for (int v = 0; v < NV; ++v) acc[r][v] = b0[v];
             }
         }
+#pragma GCC unroll 4
         for (std::int64_t kk = 0; kk < d; ++kk, A += MR, B += NR) {
             V bv[NV];
 #pragma GCC unroll 4

@@ -40,7 +40,11 @@ void topk(const T* scores, std::int64_t n_rows, std::int64_t n_cols, std::int64_
 // Fused top-k of queries (nq x d) . items (ni x d)^T + bias (ni, may be
 // nullptr). The score matrix is never materialised: tiles of queries x items
 // are computed in registers by a SIMD micro-kernel of the given level and
-// scanned against each query's current k-th score.
+// scanned against each query's current k-th score. Items are packed into
+// NR-wide panels (once for many queries, block by block for few, when the
+// catalogue is also split into slices merged per query). Items holding NaN
+// or inf raise std::invalid_argument naming the first one; queries and bias
+// are validated by the caller.
 template <class T>
 void topk_dot(const T* queries, std::int64_t nq, const T* items, std::int64_t ni, std::int64_t d,
               const T* bias, std::int64_t k, const Exclusion& excl, int num_threads,
