@@ -23,7 +23,7 @@ import numpy as np
 
 from ._io import atomic_write
 from ._validation import as_float_array, as_index_array, check_k
-from .ops.adapt import LOSSES, linear_head_adapt
+from .ops.adapt import check_inner_loop, linear_head_adapt
 
 FORMAT = "metarec-fast-recommender"
 FORMAT_VERSION = 1
@@ -138,13 +138,7 @@ class Recommender:
                 raise ValueError("alpha_b is required when alpha is per parameter")
             alpha_b = float(self.alpha[0])
         self.alpha_b = float(alpha_b)
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        self.steps = int(steps)
-        self.l2 = float(l2)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.steps, self.l2, self.loss = check_inner_loop(steps, l2, loss)
         self.init_weight = None if init_weight is None else as_float_array(init_weight, "init_weight", 2, dtype=dtype)
         self.init_bias = None if init_bias is None else as_float_array(init_bias, "init_bias", 1, dtype=dtype)
         if self.init_weight is not None and self.init_weight.shape[0] != self.dim + 1:

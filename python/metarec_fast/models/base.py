@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import nn
 
+from ..ops.adapt import LOSSES  # one list of losses for training and serving
+
 if TYPE_CHECKING:
     from ..meta.batch import TaskBatch
-
-LOSSES = ("mse", "logistic")
 
 
 class MetaModel(nn.Module):

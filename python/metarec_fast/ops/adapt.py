@@ -38,6 +38,17 @@ class LinearHeadResult:
     trajectory: np.ndarray
 
 
+def check_inner_loop(steps: Any, l2: Any, loss: Any) -> tuple[int, float, str]:
+    """Validate the inner-loop settings shared by training and serving."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if not np.isfinite(l2) or l2 < 0:
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    return int(steps), float(l2), str(loss)
+
+
 def _task_csr(x: Any, name: str, n_users: int, n_items: int, with_targets: bool) -> CSR:
     # Keep the caller's order: query predictions come back aligned with it.
     csr = as_csr(x, name, n_users, n_items, with_data=with_targets, sort_rows=False)
@@ -85,12 +96,7 @@ def linear_head_adapt(
     c = as_float_array(c, "c", 1, dtype=dtype)
     if c.shape[0] != n_items:
         raise ValueError(f"c must have {n_items} entries (one per row of H), got {c.shape[0]}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not np.isfinite(l2) or l2 < 0:
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    steps, l2, loss = check_inner_loop(steps, l2, loss)
     n_users = _n_rows(support)
     s = _task_csr(support, "support", n_users, n_items, with_targets=True)
     s_targets = s.data.astype(dtype, copy=False)
