@@ -197,3 +197,17 @@ def test_taskbatch_csr_shortcut_equals_unpadding(split):
     for key in fast:
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
     assert torch.equal(rows_fast, rows_slow)
+
+
+def test_trainer_rejects_tasks_from_another_id_space(split):
+    from dataclasses import replace
+
+    from metarec_fast.meta import MetaTrainer
+    from metarec_fast.models import MetaMF
+
+    trainer = MetaTrainer(MetaMF(split.train.n_items + 1, dim=2))
+    with pytest.raises(ValueError, match="id space"):
+        trainer.fit(split.train, epochs=1, show_progress=False)
+    trainer = MetaTrainer(MetaMF(split.train.n_items, dim=2))
+    with pytest.raises(ValueError, match="different datasets"):
+        trainer.fit(split.train, replace(split.val, fingerprint="other"), epochs=1, show_progress=False)

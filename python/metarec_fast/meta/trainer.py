@@ -160,6 +160,7 @@ class MetaTrainer:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         if _n_tasks(train_tasks) == 0:
             raise ValueError("train_tasks is empty")
+        self._check_id_space(train_tasks, val_tasks)
         from tqdm.auto import tqdm
 
         n = _n_tasks(train_tasks)
@@ -203,6 +204,20 @@ class MetaTrainer:
         if self.best_state is not None:
             self.learner.load_state_dict(self.best_state)
         return self
+
+    def _check_id_space(self, train: Any, val: Any) -> None:
+        """Tasks from another dataset (or item space) fail before any training step."""
+        n_items = getattr(self.model, "n_items", None)
+        for name, tasks in (("train_tasks", train), ("val_tasks", val)):
+            if tasks is None or isinstance(tasks, TaskBatch):
+                continue
+            if n_items is not None and tasks.n_items != n_items:
+                raise ValueError(f"{name} has {tasks.n_items} items but the model has {n_items}: "
+                                 "tasks from another dataset's id space?")
+        if (val is not None and not isinstance(val, TaskBatch) and not isinstance(train, TaskBatch)
+                and getattr(train, "fingerprint", "") != getattr(val, "fingerprint", "")):
+            raise ValueError(f"train_tasks and val_tasks come from different datasets "
+                             f"(fingerprints {train.fingerprint!r} and {val.fingerprint!r})")
 
     # -- checkpoints ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
