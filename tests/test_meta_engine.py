@@ -317,3 +317,25 @@ def test_melu_validates_features():
     model = make_melu(1)
     with pytest.raises(ValueError, match="user_features"):
         model(torch.tensor([1, 2]))
+
+
+def test_melu_from_dataset_features_trains_and_scores():
+    from metarec_fast import datasets
+    from metarec_fast.data import cold_start_split
+    from metarec_fast.meta import MetaScorer, MetaTrainer
+    from metarec_fast.models import MeLU
+
+    data = datasets.synthetic(n_users=200, n_items=60, n_interactions=5000, random_state=0)
+    model, codes = MeLU.from_features(data.item_features, data.user_features, embedding_dim=4,
+                                      hidden=(8,), rating_offset=3.0, random_state=0)
+    assert codes.shape == (data.n_users, len(data.user_features.categorical))
+    assert model.n_items == data.n_items
+    train, val, test = cold_start_split(data, support=5, random_state=0)
+    trainer = MetaTrainer(model, "maml", inner_steps=1, inner_lr=0.01, outer_lr=0.01,
+                          user_features=codes, engine="auto", random_state=0)
+    assert trainer.learner.engine == "torch"  # MeLU is not a linear head
+    before = trainer.validation_loss(val)
+    trainer.fit(train, val, epochs=2, show_progress=False)
+    assert trainer.best_val < before
+    scores = MetaScorer(trainer).score(test.subset([0, 1, 2]))
+    assert scores.shape == (3, data.n_items) and np.isfinite(scores).all()

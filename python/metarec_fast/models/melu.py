@@ -7,7 +7,7 @@ decision layers (MeLU's "local update"); the embeddings are the shared body.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,45 @@ class MeLU(MetaModel):
             n for n, _ in self.named_parameters() if n.startswith(("decision.", "out."))
         )
         self.penalised_names = tuple(n for n in self.adapted_names if n.endswith("weight"))
+
+    @classmethod
+    def from_features(
+        cls,
+        item_features: Any,
+        user_features: Any,
+        year_bucket: int = 5,
+        **kwargs: Any,
+    ) -> tuple["MeLU", np.ndarray]:
+        """Build MeLU from a dataset's :class:`~metarec_fast.data.Features`.
+
+        Item inputs: every categorical item feature, the first multi-valued one
+        (e.g. genres) pooled by mean, and a ``year`` (or ``release_date``)
+        numeric feature bucketed into ``year_bucket``-year bins, as MeLU
+        embeds the release year. User inputs: every categorical user feature.
+        Returns ``(model, user_codes)`` where ``user_codes [n_users, F]`` is
+        the ``user_features`` array to give the trainer and scorer.
+        """
+        from .features import categorical_codes
+
+        codes, cards = categorical_codes(item_features)
+        columns, cardinalities = [codes], list(cards)
+        year = item_features.numeric.get("year")
+        if year is not None:
+            y = np.asarray(year, dtype=np.float64).reshape(-1)
+            ok = np.isfinite(y)
+            lo = np.nanmin(y) if ok.any() else 0.0
+            bucket = np.where(ok, (y - lo) // year_bucket, -1).astype(np.int64)
+            n_b = int(bucket.max()) + 2 if ok.any() else 1
+            columns.append(np.where(bucket < 0, n_b - 1, bucket)[:, None])
+            cardinalities.append(n_b)
+        item_cat = np.concatenate(columns, axis=1)
+        multi = next(iter(item_features.multi.items()), None)
+        user_codes, user_cards = categorical_codes(user_features)
+        model = cls(item_cat, cardinalities, user_cards,
+                    item_multi=None if multi is None else multi[1],
+                    multi_cardinality=0 if multi is None else item_features.cardinality(multi[0]),
+                    **kwargs)
+        return model, user_codes
 
     def forward(
         self, items: torch.Tensor, user_features: Optional[torch.Tensor] = None
