@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="a few-second run of the kernels against torch / numpy")
     _common(p)
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per kernel, best kept (default: 5)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per kernel, best kept (default: 3)")
     p.add_argument("--scale", type=positive_float, default=1.0, help="problem size factor (default: 1)")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -472,7 +472,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out["bundle"] = str(state["best"][1]) if state["best"] else None
     out["total_seconds"] = time.perf_counter() - t0
     path, plots, note = reports.write_report(report_dir, out, plots=args.plots)
-    print(report.table())
+    from .evaluation import format_table
+
+    # One seed: no "± 0.0000" columns.
+    print(format_table(report.results if len(args.seeds) > 1 else [{**r, "std": {}} for r in report.results]))
     print()
     print(f"report: {path}")
     for p in plots:
@@ -649,7 +652,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
            "support_sweep": reports.support_sweep(scorers, split.test, ks=args.sweep_ks, threshold=args.threshold,
                                                   eval_ks=args.ks) if args.support_sweep else None}
     path, plots, note = reports.write_report(args.report, out, plots=args.plots)
-    print(evaluation.format_table(results))
+    print(evaluation.format_table([{**r, "std": {}} for r in results]))
     print()
     print(f"report: {path}")
     for p in plots:
@@ -779,7 +782,7 @@ def _best(fn: Any, repeats: int) -> float:
     return min(times)
 
 
-def bench_rows(repeats: int = 5, scale: float = 1.0) -> list[dict[str, Any]]:
+def bench_rows(repeats: int = 3, scale: float = 1.0) -> list[dict[str, Any]]:
     """Quick timings of the kernels against their torch / numpy peers (results checked first)."""
     import numpy as np
     import torch

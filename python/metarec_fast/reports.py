@@ -236,6 +236,9 @@ def _plot_curves(plt: Any, report: dict[str, Any]) -> Any:
         label = None if model in colors else model + ("" if use_val else " (train)")
         line, = ax.plot(epochs, ys, marker="o", ms=3, label=label, color=colors.get(model))
         colors.setdefault(model, line.get_color())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("meta-epoch")
     ax.set_ylabel("validation query loss")
     ax.set_title(f"Meta-training ({_title(report)})")
@@ -255,12 +258,14 @@ def _plot_sweep(plt: Any, report: dict[str, Any]) -> Any:
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    colors = {m: cycle[j % len(cycle)] for j, m in enumerate(sweep["results"])}
     for ax, metric in zip(axes[0], panels):
         for model, metrics in sweep["results"].items():
             ys = [np.nan if v is None else v for v in metrics.get(metric, [])]
             if all(np.isnan(ys)):
                 continue
-            ax.plot(ks, ys, marker="o", ms=4, label=model)
+            ax.plot(ks, ys, marker="o", ms=4, label=model, color=colors[model])
         ax.set_xscale("log")
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
