@@ -483,8 +483,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if note:
         print(note)
     if state["best"]:
-        print(f"bundle: {state['best'][1]}  (best validation loss: {state['best'][2]}; "
-              f"try: metarec-fast recommend {state['best'][1]} --support 1:5,2:4,3:1)")
+        example = ",".join(f"{i}:{r}" for i, r in zip(data.item_raw_ids[:3].tolist(), (5, 4, 1)))
+        print(f"bundle: {state['best'][1]}  (lowest validation loss, {state['best'][0]}: {state['best'][2]:.4f})")
+        print(f"try:    metarec-fast recommend {state['best'][1]} --support {example}")
     elif args.save_models and metas and args.model != "mf":
         print("no serving bundle: serving bundles hold linear-head models (--model mf); MeLU state dicts are "
               f"in {models_dir}")

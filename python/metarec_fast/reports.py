@@ -69,19 +69,26 @@ def support_sweep(models: Sequence[Any], test: Any, ks: Sequence[int] = SWEEP_KS
                   threshold: float = 4.0, eval_ks: Sequence[int] = (1, 3, 5, 10, 20)) -> dict[str, Any] | None:
     """Every metric of every model for each support size in ``ks`` (see :func:`recut`).
 
-    Returns ``{"ks": [...], "horizon": H, "n_tasks": n, "results": {model: {metric: [one value per K]}}}``,
-    or None when no test task has more than ``max(ks)`` interactions.
+    Returns ``{"ks": [...], "horizon": H, "n_tasks": n, "results": {model: {metric: [one value per K]}}}``;
+    Ks that no test user can give (with at least one query interaction left) are dropped
+    (``dropped_ks``); None when none is left.
     """
     from .evaluation import evaluate
 
     ks = sorted({int(k) for k in ks})
+    sizes = test.support.lengths + test.query.lengths
+    dropped = []
+    while ks and not (sizes > ks[-1]).any():  # keep the Ks some test users can give (plus a query)
+        dropped.append(ks.pop())
+    if dropped:
+        logger.warning("support sweep: no test user has more than %d interactions; dropped K = %s",
+                       dropped[-1], sorted(dropped))
+    if not ks:
+        return None
     horizon = ks[-1]
-    out: dict[str, Any] = {"ks": ks, "horizon": horizon, "results": {}}
+    out: dict[str, Any] = {"ks": ks, "horizon": horizon, "dropped_ks": sorted(dropped), "results": {}}
     for k in ks:
         tasks = recut(test, k, horizon)
-        if len(tasks) == 0:
-            logger.warning("support sweep skipped: no test task has more than %d interactions", horizon)
-            return None
         out["n_tasks"] = len(tasks)
         rep = evaluate(models, tasks, ks=eval_ks, threshold=threshold)
         for r in rep.results:
@@ -96,6 +103,7 @@ def mean_sweeps(sweeps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     sweeps = [s for s in sweeps if s]
     if not sweeps:
         return None
+    sweeps = [s for s in sweeps if s["ks"] == sweeps[0]["ks"]]  # a seed that dropped a K is left out
     out = {"ks": sweeps[0]["ks"], "horizon": sweeps[0]["horizon"],
            "n_tasks": [s["n_tasks"] for s in sweeps], "seeds_averaged": len(sweeps), "results": {}}
     for model, metrics in sweeps[0]["results"].items():
