@@ -38,7 +38,7 @@ BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease")
 SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
 MOVIELENS_SPECS = ("movielens-100k", "movielens-1m", "movielens-latest-small", "movielens-10m",
                    "movielens-20m", "movielens-25m")
-DEMO = {"n_users": 800, "n_items": 250, "epochs": 5, "dim": 16}
+DEMO = {"n_users": 800, "n_items": 250, "epochs": 5, "dim": 16, "outer_lr": 0.05}
 
 logger = logging.getLogger("metarec_fast")
 
@@ -155,7 +155,9 @@ def _train_args(p: argparse.ArgumentParser, demo: bool) -> None:
     g.add_argument("--dim", type=positive_int, default=DEMO["dim"] if demo else 32, help="(default: %(default)s)")
     g.add_argument("--inner-steps", type=nonneg_int, default=5, help="(default: 5)")
     g.add_argument("--inner-lr", type=positive_float, default=0.1, help="(default: 0.1)")
-    g.add_argument("--outer-lr", type=positive_float, default=0.005, help="(default: 0.005)")
+    g.add_argument("--outer-lr", type=positive_float, default=DEMO["outer_lr"] if demo else 0.005,
+                   help="outer (meta) learning rate (default: %(default)s" + ("; larger than train's 0.005 "
+                        "because the demo trains for few epochs)" if demo else ")"))
     g.add_argument("--l2", type=nonneg_float, default=0.0, help="inner-loop L2 (default: 0)")
     g.add_argument("--meta-batch-size", type=positive_int, default=32, help="(default: 32)")
     g.add_argument("--distributed", action="store_true", help="torch.distributed meta-training (issue 8)")
@@ -943,6 +945,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metarec-fast: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `metarec-fast recommend ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (CLIError, ValueError, FileNotFoundError, IndexError, TypeError) as exc:
         if verbose:
             raise
