@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -100,12 +100,15 @@ def run(
     dataset_name: str = "",
     show_progress: bool = True,
     split_kwargs: dict[str, Any] | None = None,
+    on_seed: Callable[[int, Any, list[Any]], Any] | None = None,
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
     ``algorithms`` mixes meta-learners (``maml``, ``fomaml``, ``reptile``,
     ``metasgd``) and baselines (``popularity``, ``bias``, ``pretrain-finetune``,
     ``itemknn``, ``ease``). Unknown names raise ValueError before any work.
+    ``on_seed(seed, split, scorers)``, if given, is called after each seed's
+    evaluation with that seed's split and fitted models (to save or reuse them).
     """
     from .data import cold_start_split
 
@@ -146,6 +149,8 @@ def run(
             logger.info("seed %d: fitted %s in %.1f s", seed, scorer.name, seconds[scorer.name][-1])
         rep: Report = evaluate(scorers, split.test, protocols=protocols, ks=ks, threshold=threshold)
         per_seed.append({"seed": seed, **rep.to_dict()})
+        if on_seed is not None:
+            on_seed(seed, split, scorers)
     results = _aggregate(per_seed, seconds)
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
@@ -161,18 +166,50 @@ def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, sho
     from .models import MetaMF
 
     torch.manual_seed(seed)
-    if meta.model != "mf":
-        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf'")
+    if meta.model not in ("mf", "melu"):
+        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf' or 'melu'")
     mean = float(np.mean(split.train.query.ratings)) if len(split.train) else 0.0
-    model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed,
-                   loss="logistic" if split.train.implicit else "mse",
-                   global_bias=0.0 if split.train.implicit else mean)
+    loss = "logistic" if split.train.implicit else "mse"
+    user_features = None
+    if meta.model == "melu":
+        model, user_features = melu_model(data, dim=meta.dim, loss=loss,
+                                          rating_offset=0.0 if split.train.implicit else mean, random_state=seed)
+    else:
+        model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed, loss=loss,
+                       global_bias=0.0 if split.train.implicit else mean)
     trainer = MetaTrainer(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
                           outer_lr=meta.outer_lr, meta_batch_size=meta.meta_batch_size,
-                          engine=meta.engine, random_state=seed)
+                          engine=meta.engine, random_state=seed, user_features=user_features)
     trainer.fit(split.train, split.val, epochs=meta.epochs, patience=meta.patience,
                 show_progress=show_progress)
-    return MetaScorer(trainer, name=f"metamf-{name}"), trainer.history
+    prefix = "metamf" if meta.model == "mf" else meta.model
+    return MetaScorer(trainer, name=f"{prefix}-{name}"), trainer.history
+
+
+def melu_model(data: Any, dim: int = 32, hidden: Sequence[int] = (64, 64), loss: str = "mse",
+               rating_offset: float = 0.0, random_state: int | None = None) -> tuple[Any, np.ndarray]:
+    """A :class:`~metarec_fast.models.MeLU` over the dataset's side features, and the
+    ``[n_users, F]`` user feature codes its trainer needs (``MetaTrainer(user_features=...)``).
+
+    Categorical item features become item embeddings, the first multi-valued one
+    (e.g. genres) a pooled embedding, categorical user features user embeddings."""
+    from .models import MeLU
+    from .models.features import categorical_codes
+
+    if data.item_features is None or data.user_features is None:
+        raise ValueError("model 'melu' needs user and item side features; this dataset has "
+                         f"{'no item' if data.item_features is None else 'no user'} features")
+    item_codes, item_cards = categorical_codes(data.item_features)
+    user_codes, user_cards = categorical_codes(data.user_features)
+    multi = next(iter(data.item_features.multi.items()), None)
+    kw: dict[str, Any] = {}
+    if multi is not None:
+        kw = {"item_multi": multi[1], "multi_cardinality": data.item_features.cardinality(multi[0])}
+    if not item_cards and multi is None:
+        raise ValueError("model 'melu' needs categorical or multi-valued item features; this dataset has none")
+    model = MeLU(item_codes, item_cards, user_cards, embedding_dim=dim, hidden=tuple(hidden), loss=loss,
+                 rating_offset=rating_offset, random_state=random_state, **kw)
+    return model, user_codes
 
 
 def _aggregate(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -189,7 +226,7 @@ def _aggregate(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) 
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
         std = {k: float(np.nanstd([r["metrics"][k] for r in rows])) if any(
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
-        algorithm = name.split("-", 1)[1] if name.startswith("metamf-") else None
+        algorithm = name.split("-", 1)[1] if name.startswith(("metamf-", "melu-")) else None
         out.append({"model": name, "algorithm": algorithm, "metrics": mean, "std": std,
                     "train_seconds": float(np.mean(seconds.get(name, [math.nan])))})
     return out
