@@ -40,3 +40,15 @@ def test_serving_example_reads_a_bundle(tmp_path):
                           "--small"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "50 items, d=4" in out.stdout
+
+
+def test_example_config_parses():
+    from metarec_fast import cli
+
+    args = cli.parse(["train", "--config", str(EXAMPLES / "train.toml"), "--epochs", "1"])
+    assert (args.dataset, args.support, args.seeds, args.epochs, args.inner_steps) == ("movielens-100k", 10,
+                                                                                       [0, 1, 2], 1, 5)
+    assert args.report == "ml100k-report"
+    args = cli.parse(["evaluate", "b.npz", "--config", str(EXAMPLES / "train.toml")])
+    assert (args.bundles, args.support, args.algorithm, args.report) == (
+        ["b.npz"], 10, ["popularity", "bias", "itemknn", "ease"], "ml100k-eval")
