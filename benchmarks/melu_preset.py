@@ -35,7 +35,7 @@ def main() -> None:
     from metarec_fast.baselines import default_baselines
     from metarec_fast.data import melu_split
     from metarec_fast.evaluation import evaluate
-    from metarec_fast.experiments import _aggregate
+    from metarec_fast.experiments import aggregate_seeds
     from metarec_fast.meta import MetaScorer, MetaTrainer
     from metarec_fast.models import MeLU, MetaMF
 
@@ -77,7 +77,7 @@ def main() -> None:
     from metarec_fast.evaluation import format_table
 
     for state in STATES:
-        results = _aggregate(per_state[state], seconds)
+        results = aggregate_seeds(per_state[state], seconds)
         out[state] = results
         print(f"\n== {state} ({len(args.seeds)} seeds)")
         print(format_table(results, ("mae", "rmse", "query_ndcg@1", "query_ndcg@3", "ndcg@10")))

@@ -151,7 +151,7 @@ def run(
         per_seed.append({"seed": seed, **rep.to_dict()})
         if on_seed is not None:
             on_seed(seed, split, scorers)
-    results = _aggregate(per_seed, seconds)
+    results = aggregate_seeds(per_seed, seconds)
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
               "split": dict(split_kwargs or {})}
@@ -194,25 +194,18 @@ def melu_model(data: Any, dim: int = 32, hidden: Sequence[int] = (64, 64), loss:
     Categorical item features become item embeddings, the first multi-valued one
     (e.g. genres) a pooled embedding, categorical user features user embeddings."""
     from .models import MeLU
-    from .models.features import categorical_codes
 
     if data.item_features is None or data.user_features is None:
         raise ValueError("model 'melu' needs user and item side features; this dataset has "
                          f"{'no item' if data.item_features is None else 'no user'} features")
-    item_codes, item_cards = categorical_codes(data.item_features)
-    user_codes, user_cards = categorical_codes(data.user_features)
-    multi = next(iter(data.item_features.multi.items()), None)
-    kw: dict[str, Any] = {}
-    if multi is not None:
-        kw = {"item_multi": multi[1], "multi_cardinality": data.item_features.cardinality(multi[0])}
-    if not item_cards and multi is None:
+    if not data.item_features.categorical and not data.item_features.multi:
         raise ValueError("model 'melu' needs categorical or multi-valued item features; this dataset has none")
-    model = MeLU(item_codes, item_cards, user_cards, embedding_dim=dim, hidden=tuple(hidden), loss=loss,
-                 rating_offset=rating_offset, random_state=random_state, **kw)
-    return model, user_codes
+    return MeLU.from_features(data.item_features, data.user_features, embedding_dim=dim,
+                              hidden=tuple(hidden), loss=loss, rating_offset=rating_offset,
+                              random_state=random_state)
 
 
-def _aggregate(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
+def aggregate_seeds(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
     names: list[str] = []
     for run_ in per_seed:
         for r in run_["results"]:
