@@ -29,7 +29,19 @@ SCENARIOS = {"user-cold": "user", "item-cold": "item", "both-cold": "both", "war
 
 @dataclass
 class MetaConfig:
-    """Meta-learner settings shared by every algorithm of an experiment."""
+    """Meta-learner settings shared by every algorithm of an experiment.
+
+    ``init="pretrained"`` starts MetaMF's body and head from a
+    :class:`~metarec_fast.baselines.PretrainFinetune` fitted on the same
+    training tasks (:meth:`MetaMF.from_pretrained`, "meta-fine-tuning"), with
+    ``body_lr`` as the body's outer learning rate. ``loss``: ``"auto"`` (MSE for
+    explicit ratings, logistic for implicit data), ``"mse"`` or ``"logistic"``;
+    with ``"logistic"`` on explicit ratings every interaction is a positive and
+    ``negatives`` / ``support_negatives`` sampled items per task are the
+    negatives (the implicit / ranking variant). ``user_features=True``
+    conditions theta_0 on the one-hot user features of the dataset.
+    ``task_weighting``, ``weight_decay``: see :class:`~metarec_fast.meta.MetaTrainer`.
+    """
 
     dim: int = 32
     inner_steps: int = 5
@@ -41,6 +53,14 @@ class MetaConfig:
     patience: int | None = 5
     engine: str = "auto"
     model: str = "mf"
+    init: str = "random"
+    body_lr: float | None = None
+    weight_decay: float = 0.0
+    task_weighting: str = "task"
+    loss: str = "auto"
+    negatives: int = 0
+    support_negatives: int = 0
+    user_features: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -100,12 +120,17 @@ def run(
     dataset_name: str = "",
     show_progress: bool = True,
     split_kwargs: dict[str, Any] | None = None,
+    meta_variants: Sequence[tuple[str, str, MetaConfig]] = (),
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
     ``algorithms`` mixes meta-learners (``maml``, ``fomaml``, ``reptile``,
     ``metasgd``) and baselines (``popularity``, ``bias``, ``pretrain-finetune``,
     ``itemknn``, ``ease``). Unknown names raise ValueError before any work.
+
+    ``meta_variants``: extra meta-learners as ``(row name, algorithm, MetaConfig)``,
+    e.g. ``("metamf-maml-implicit", "maml", MetaConfig(loss="logistic", negatives=400))``,
+    each with its own settings, fitted and reported after ``algorithms``.
     """
     from .data import cold_start_split
 
@@ -117,6 +142,13 @@ def run(
         raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
     if not seeds:
         raise ValueError("seeds must not be empty")
+    for variant in meta_variants:
+        if len(variant) != 3 or variant[1] not in META_ALGORITHMS or not isinstance(variant[2], MetaConfig):
+            raise ValueError(f"meta_variants entries are (name, algorithm in {META_ALGORITHMS}, MetaConfig); "
+                             f"got {variant!r}")
+        _check_meta(variant[2])
+    _check_meta(meta)
+    jobs = [(name, None, meta) for name in algorithms] + [(a, n, c) for n, a, c in meta_variants]
     per_seed: list[dict[str, Any]] = []
     seconds: dict[str, list[float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
@@ -127,10 +159,12 @@ def run(
         counts[f"seed{seed}"] = {"train_tasks": len(split.train), "val_tasks": len(split.val),
                                  "test_tasks": len(split.test)}
         scorers = []
-        for name in algorithms:
+        cache: dict[Any, Any] = {}
+        for name, row, cfg in jobs:
             start = time.perf_counter()
             if name in META_ALGORITHMS:
-                scorer, hist = _fit_meta(name, split, data, meta, seed, show_progress)
+                scorer, hist = _fit_meta(name, split, data, cfg, seed, show_progress, row_name=row,
+                                         cache=cache)
                 history[f"{scorer.name}/seed{seed}"] = hist
             else:
                 scorer = _baseline(name)
@@ -141,6 +175,8 @@ def run(
                 except ValueError as exc:  # e.g. a rating baseline on implicit data
                     logger.warning("skipping %s: %s", name, exc)
                     continue
+                if name == "pretrain-finetune":
+                    cache[("pretrain", scorer.dim)] = scorer
             seconds.setdefault(scorer.name, []).append(time.perf_counter() - start)
             scorers.append(scorer)
             logger.info("seed %d: fitted %s in %.1f s", seed, scorer.name, seconds[scorer.name][-1])
@@ -149,30 +185,62 @@ def run(
     results = _aggregate(per_seed, seconds)
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
+              "meta_variants": [{"name": n, "algorithm": a, "meta": c.to_dict()} for n, a, c in meta_variants],
               "split": dict(split_kwargs or {})}
     return ExperimentReport(dataset_name, scenario, support, list(seeds), results, counts, config,
                             per_seed, history)
 
 
-def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool):
+def _check_meta(meta: MetaConfig) -> None:
+    if meta.model != "mf":
+        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf'")
+    if meta.init not in ("random", "pretrained"):
+        raise ValueError(f"MetaConfig.init must be 'random' or 'pretrained', got {meta.init!r}")
+    if meta.loss not in ("auto", "mse", "logistic"):
+        raise ValueError(f"MetaConfig.loss must be 'auto', 'mse' or 'logistic', got {meta.loss!r}")
+
+
+def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool,
+              row_name: str | None = None, cache: dict[Any, Any] | None = None):
     import torch
 
     from .meta import MetaScorer, MetaTrainer
     from .models import MetaMF
 
     torch.manual_seed(seed)
-    if meta.model != "mf":
-        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf'")
+    _check_meta(meta)
+    cache = {} if cache is None else cache
+    loss = meta.loss if meta.loss != "auto" else ("logistic" if split.train.implicit else "mse")
     mean = float(np.mean(split.train.query.ratings)) if len(split.train) else 0.0
-    model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed,
-                   loss="logistic" if split.train.implicit else "mse",
-                   global_bias=0.0 if split.train.implicit else mean)
+    uf = None
+    if meta.user_features:
+        from .models.features import one_hot
+
+        if data.user_features is None:
+            raise ValueError("MetaConfig.user_features=True but the dataset has no user features")
+        uf = one_hot(data.user_features)
+    feature_dim = uf.shape[1] if uf is not None else None
+    if meta.init == "pretrained":
+        if loss != "mse" or split.train.implicit:
+            raise ValueError("init='pretrained' starts from a rating MF; it needs explicit ratings and loss 'mse'")
+        key = ("pretrain", meta.dim)
+        if key not in cache:
+            from .baselines import PretrainFinetune
+
+            cache[key] = PretrainFinetune(dim=meta.dim, random_state=seed).fit(split.train, split.val)
+        model = MetaMF.from_pretrained(cache[key], loss=loss, user_feature_dim=feature_dim, random_state=seed)
+    else:
+        model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed, loss=loss,
+                       user_feature_dim=feature_dim, global_bias=0.0 if loss == "logistic" else mean)
     trainer = MetaTrainer(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
                           outer_lr=meta.outer_lr, meta_batch_size=meta.meta_batch_size,
-                          engine=meta.engine, random_state=seed)
+                          engine=meta.engine, random_state=seed, user_features=uf,
+                          weight_decay=meta.weight_decay, body_lr=meta.body_lr,
+                          negatives=meta.negatives, support_negatives=meta.support_negatives,
+                          task_weighting=meta.task_weighting)
     trainer.fit(split.train, split.val, epochs=meta.epochs, patience=meta.patience,
                 show_progress=show_progress)
-    return MetaScorer(trainer, name=f"metamf-{name}"), trainer.history
+    return MetaScorer(trainer, name=row_name or f"metamf-{name}"), trainer.history
 
 
 def _aggregate(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -189,7 +257,7 @@ def _aggregate(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) 
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
         std = {k: float(np.nanstd([r["metrics"][k] for r in rows])) if any(
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
-        algorithm = name.split("-", 1)[1] if name.startswith("metamf-") else None
+        algorithm = name.split("-")[1] if name.startswith("metamf-") else None
         out.append({"model": name, "algorithm": algorithm, "metrics": mean, "std": std,
                     "train_seconds": float(np.mean(seconds.get(name, [math.nan])))})
     return out
