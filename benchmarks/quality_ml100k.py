@@ -14,6 +14,10 @@ each meta-learner (MAML, first-order MAML, Reptile, Meta-SGD) in two variants:
   to the query set and 20 to the support set (also at test time). Its item
   bias learns popularity, the adapted head personalises it.
 
+The rating variants reuse the seed's fitted pretrain + fine-tune baseline as
+their starting point: their "train s" column is the meta-training time only;
+add the pretrain-finetune row's time for the full cost.
+
 Every setting below was chosen on seed 0's *validation* loss (the early-stopping
 criterion), never on test numbers. Usage::
 

@@ -34,7 +34,7 @@ class MetaScorer:
                 support_negatives = learner.support_negatives
             if negative_method is None:
                 negative_method = learner.negative_method
-                self._popularity = learner._popularity
+            self._popularity = learner._popularity
             learner = learner.learner
         if not isinstance(learner, MetaLearner):
             raise TypeError(f"expected a MetaLearner or MetaTrainer, got {type(learner).__name__}")
