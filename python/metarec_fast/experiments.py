@@ -29,7 +29,19 @@ SCENARIOS = {"user-cold": "user", "item-cold": "item", "both-cold": "both", "war
 
 @dataclass
 class MetaConfig:
-    """Meta-learner settings shared by every algorithm of an experiment."""
+    """Meta-learner settings shared by every algorithm of an experiment.
+
+    ``init="pretrained"`` starts MetaMF's body and head from a
+    :class:`~metarec_fast.baselines.PretrainFinetune` fitted on the same
+    training tasks (:meth:`MetaMF.from_pretrained`, "meta-fine-tuning"), with
+    ``body_lr`` as the body's outer learning rate. ``loss``: ``"auto"`` (MSE for
+    explicit ratings, logistic for implicit data), ``"mse"`` or ``"logistic"``;
+    with ``"logistic"`` on explicit ratings every interaction is a positive and
+    ``negatives`` / ``support_negatives`` sampled items per task are the
+    negatives (the implicit / ranking variant). ``user_features=True``
+    conditions theta_0 on the one-hot user features of the dataset.
+    ``task_weighting``, ``weight_decay``: see :class:`~metarec_fast.meta.MetaTrainer`.
+    """
 
     dim: int = 32
     inner_steps: int = 5
@@ -41,6 +53,14 @@ class MetaConfig:
     patience: int | None = 5
     engine: str = "auto"
     model: str = "mf"
+    init: str = "random"
+    body_lr: float | None = None
+    weight_decay: float = 0.0
+    task_weighting: str = "task"
+    loss: str = "auto"
+    negatives: int = 0
+    support_negatives: int = 0
+    user_features: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,6 +121,7 @@ def run(
     show_progress: bool = True,
     split_kwargs: dict[str, Any] | None = None,
     on_seed: Callable[[int, Any, list[Any]], Any] | None = None,
+    meta_variants: Sequence[tuple[str, str, MetaConfig]] = (),
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
@@ -109,6 +130,10 @@ def run(
     ``itemknn``, ``ease``). Unknown names raise ValueError before any work.
     ``on_seed(seed, split, scorers)``, if given, is called after each seed's
     evaluation with that seed's split and fitted models (to save or reuse them).
+
+    ``meta_variants``: extra meta-learners as ``(row name, algorithm, MetaConfig)``,
+    e.g. ``("metamf-maml-implicit", "maml", MetaConfig(loss="logistic", negatives=400))``,
+    each with its own settings, fitted and reported after ``algorithms``.
     """
     from .data import cold_start_split
 
@@ -120,6 +145,13 @@ def run(
         raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
     if not seeds:
         raise ValueError("seeds must not be empty")
+    for variant in meta_variants:
+        if len(variant) != 3 or variant[1] not in META_ALGORITHMS or not isinstance(variant[2], MetaConfig):
+            raise ValueError(f"meta_variants entries are (name, algorithm in {META_ALGORITHMS}, MetaConfig); "
+                             f"got {variant!r}")
+        _check_meta(variant[2])
+    _check_meta(meta)
+    jobs = [(name, None, meta) for name in algorithms] + [(a, n, c) for n, a, c in meta_variants]
     per_seed: list[dict[str, Any]] = []
     seconds: dict[str, list[float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
@@ -130,10 +162,12 @@ def run(
         counts[f"seed{seed}"] = {"train_tasks": len(split.train), "val_tasks": len(split.val),
                                  "test_tasks": len(split.test)}
         scorers = []
-        for name in algorithms:
+        cache: dict[Any, Any] = {}
+        for name, row, cfg in jobs:
             start = time.perf_counter()
             if name in META_ALGORITHMS:
-                scorer, hist = _fit_meta(name, split, data, meta, seed, show_progress)
+                scorer, hist = _fit_meta(name, split, data, cfg, seed, show_progress, row_name=row,
+                                         cache=cache)
                 history[f"{scorer.name}/seed{seed}"] = hist
             else:
                 scorer = _baseline(name)
@@ -144,6 +178,8 @@ def run(
                 except ValueError as exc:  # e.g. a rating baseline on implicit data
                     logger.warning("skipping %s: %s", name, exc)
                     continue
+                if name == "pretrain-finetune":
+                    cache[("pretrain", scorer.dim)] = scorer
             seconds.setdefault(scorer.name, []).append(time.perf_counter() - start)
             scorers.append(scorer)
             logger.info("seed %d: fitted %s in %.1f s", seed, scorer.name, seconds[scorer.name][-1])
@@ -154,36 +190,68 @@ def run(
     results = aggregate_seeds(per_seed, seconds)
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
+              "meta_variants": [{"name": n, "algorithm": a, "meta": c.to_dict()} for n, a, c in meta_variants],
               "split": dict(split_kwargs or {})}
     return ExperimentReport(dataset_name, scenario, support, list(seeds), results, counts, config,
                             per_seed, history)
 
 
-def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool):
+def _check_meta(meta: MetaConfig) -> None:
+    if meta.model not in ("mf", "melu"):
+        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf' or 'melu'")
+    if meta.model == "melu" and (meta.init != "random" or meta.user_features):
+        raise ValueError("model 'melu' embeds its own features: use init='random', user_features=False")
+    if meta.init not in ("random", "pretrained"):
+        raise ValueError(f"MetaConfig.init must be 'random' or 'pretrained', got {meta.init!r}")
+    if meta.loss not in ("auto", "mse", "logistic"):
+        raise ValueError(f"MetaConfig.loss must be 'auto', 'mse' or 'logistic', got {meta.loss!r}")
+
+
+def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool,
+              row_name: str | None = None, cache: dict[Any, Any] | None = None):
     import torch
 
     from .meta import MetaScorer, MetaTrainer
     from .models import MetaMF
 
     torch.manual_seed(seed)
-    if meta.model not in ("mf", "melu"):
-        raise ValueError(f"unknown model {meta.model!r} for experiments.run; choose 'mf' or 'melu'")
+    _check_meta(meta)
+    cache = {} if cache is None else cache
+    loss = meta.loss if meta.loss != "auto" else ("logistic" if split.train.implicit else "mse")
     mean = float(np.mean(split.train.query.ratings)) if len(split.train) else 0.0
-    loss = "logistic" if split.train.implicit else "mse"
-    user_features = None
+    uf = None
+    if meta.user_features:
+        from .models.features import one_hot
+
+        if data.user_features is None:
+            raise ValueError("MetaConfig.user_features=True but the dataset has no user features")
+        uf = one_hot(data.user_features)
+    feature_dim = uf.shape[1] if uf is not None else None
     if meta.model == "melu":
-        model, user_features = melu_model(data, dim=meta.dim, loss=loss,
-                                          rating_offset=0.0 if split.train.implicit else mean, random_state=seed)
+        model, uf = melu_model(data, dim=meta.dim, loss=loss,
+                               rating_offset=0.0 if loss == "logistic" else mean, random_state=seed)
+    elif meta.init == "pretrained":
+        if loss != "mse" or split.train.implicit:
+            raise ValueError("init='pretrained' starts from a rating MF; it needs explicit ratings and loss 'mse'")
+        key = ("pretrain", meta.dim)
+        if key not in cache:
+            from .baselines import PretrainFinetune
+
+            cache[key] = PretrainFinetune(dim=meta.dim, random_state=seed).fit(split.train, split.val)
+        model = MetaMF.from_pretrained(cache[key], loss=loss, user_feature_dim=feature_dim, random_state=seed)
     else:
         model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed, loss=loss,
-                       global_bias=0.0 if split.train.implicit else mean)
+                       user_feature_dim=feature_dim, global_bias=0.0 if loss == "logistic" else mean)
     trainer = MetaTrainer(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
                           outer_lr=meta.outer_lr, meta_batch_size=meta.meta_batch_size,
-                          engine=meta.engine, random_state=seed, user_features=user_features)
+                          engine=meta.engine, random_state=seed, user_features=uf,
+                          weight_decay=meta.weight_decay, body_lr=meta.body_lr,
+                          negatives=meta.negatives, support_negatives=meta.support_negatives,
+                          task_weighting=meta.task_weighting)
     trainer.fit(split.train, split.val, epochs=meta.epochs, patience=meta.patience,
                 show_progress=show_progress)
     prefix = "metamf" if meta.model == "mf" else meta.model
-    return MetaScorer(trainer, name=f"{prefix}-{name}"), trainer.history
+    return MetaScorer(trainer, name=row_name or f"{prefix}-{name}"), trainer.history
 
 
 def melu_model(data: Any, dim: int = 32, hidden: Sequence[int] = (64, 64), loss: str = "mse",
@@ -206,6 +274,8 @@ def melu_model(data: Any, dim: int = 32, hidden: Sequence[int] = (64, 64), loss:
 
 
 def aggregate_seeds(per_seed: list[dict[str, Any]], seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds of each model's metrics (``per_seed``: one evaluation
+    report dict per seed), with the mean fitting time in ``train_seconds``."""
     names: list[str] = []
     for run_ in per_seed:
         for r in run_["results"]:
@@ -219,7 +289,8 @@ def aggregate_seeds(per_seed: list[dict[str, Any]], seconds: dict[str, list[floa
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
         std = {k: float(np.nanstd([r["metrics"][k] for r in rows])) if any(
             not math.isnan(r["metrics"][k]) for r in rows) else math.nan for k in keys}
-        algorithm = name.split("-", 1)[1] if name.startswith(("metamf-", "melu-")) else None
+        # "metamf-maml-implicit" -> "maml"; baselines have no algorithm.
+        algorithm = name.split("-")[1] if name.startswith(("metamf-", "melu-")) else None
         out.append({"model": name, "algorithm": algorithm, "metrics": mean, "std": std,
                     "train_seconds": float(np.mean(seconds.get(name, [math.nan])))})
     return out

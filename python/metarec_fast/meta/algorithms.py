@@ -21,6 +21,7 @@ from .inner import adapt, query_losses
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 ENGINES = ("auto", "cpp", "torch")
 LINEAR_HEAD = ("head_p", "head_b")
+TASK_WEIGHTINGS = ("task", "interaction")
 
 
 class MetaLearner(nn.Module):
@@ -40,6 +41,10 @@ class MetaLearner(nn.Module):
             (linear-head models such as :class:`~metarec_fast.models.MetaMF`
             adapting ``(head_p, head_b)``), ``"torch"`` uses torch.func (any
             model), ``"auto"`` picks ``"cpp"`` whenever it applies.
+        task_weighting: how the meta-objective averages the tasks' query losses:
+            ``"task"`` (every task counts equally, the usual meta-learning
+            objective) or ``"interaction"`` (weighted by query-set size, i.e. the
+            pooled query loss that MAE/RMSE over all query interactions measure).
 
     Reptile's outer gradient for ``theta_0`` is ``theta_0 - theta_T`` averaged
     over tasks (so plain SGD with learning rate ``eps`` is Reptile's
@@ -56,8 +61,12 @@ class MetaLearner(nn.Module):
         l2: float = 0.0,
         adapt: Iterable[str] | None = None,
         engine: str = "auto",
+        task_weighting: str = "task",
     ) -> None:
         super().__init__()
+        if task_weighting not in TASK_WEIGHTINGS:
+            raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}, got {task_weighting!r}")
+        self.task_weighting = task_weighting
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if algorithm not in ALGORITHMS:
@@ -150,7 +159,15 @@ class MetaLearner(nn.Module):
         else:
             losses = query_losses(self.model, self.adapt(batch), batch)
             has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
-        return (losses * has_query).sum() / has_query.sum().clamp_min(1.0)
+        return self._reduce(losses, has_query, batch)
+
+    def _reduce(self, losses: torch.Tensor, has_query: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+        """Weighted mean of per-task query losses (see ``task_weighting``)."""
+        if self.task_weighting == "interaction":
+            weights = batch.query_mask.sum(-1).to(losses.dtype)
+        else:
+            weights = has_query
+        return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
     def _cpp_query_losses(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         from .cpp_engine import linear_head_query_predictions
@@ -177,7 +194,7 @@ class MetaLearner(nn.Module):
         theta_t = {n: t.detach() for n, t in self.adapt(batch).items()}
         losses = query_losses(self.model, theta_t, batch)
         has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
-        body_loss = (losses * has_query).sum() / has_query.sum().clamp_min(1.0)
+        body_loss = self._reduce(losses, has_query, batch)
         b = batch.n_tasks
         # d(surrogate)/d(theta_0(u)) = (theta_0(u) - theta_T(u)) / B: Reptile's direction,
         # carried through a conditioned initialisation by autograd.

@@ -78,6 +78,27 @@ class TaskBatch:
             }
         )
 
+    def with_negatives(self, query_negatives: Any = None, support_negatives: Any = None) -> "TaskBatch":
+        """Implicit-feedback view: every real entry becomes a positive (target 1) and
+        the sampled negatives (``[B, n]`` item ids each, or None) are appended to the
+        query / support sets as target-0 entries (mask 1). Vectorised, no loop over tasks.
+        """
+
+        def side(items: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor, neg: Any):
+            pos = mask.clone()  # 1 on real entries, 0 on padding
+            if neg is None:
+                return items, pos, mask
+            neg = torch.as_tensor(neg).to(torch.int64)
+            if neg.ndim != 2 or neg.shape[0] != self.n_tasks:
+                raise ValueError(f"negatives must be [{self.n_tasks}, n], got {tuple(neg.shape)}")
+            zeros = torch.zeros(neg.shape, dtype=ratings.dtype)
+            return (torch.cat([items, neg], 1), torch.cat([pos, zeros], 1),
+                    torch.cat([mask, torch.ones(neg.shape, dtype=mask.dtype)], 1))
+
+        s = side(self.support_items, self.support_ratings, self.support_mask, support_negatives)
+        q = side(self.query_items, self.query_ratings, self.query_mask, query_negatives)
+        return TaskBatch(*s, *q, users=self.users, user_features=self.user_features)
+
     @classmethod
     def from_tasks(
         cls,

@@ -54,6 +54,22 @@ class MetaTrainer:
             seed, a run on the CPU is deterministic.
         user_features: ``[n_users, F]`` side features by dense user id, for models
             that condition on them (MeLU, MetaMF with ``user_feature_dim``).
+        weight_decay: L2 weight decay (the outer optimiser's) on the body, i.e.
+            every meta-parameter except the adapted head, its conditioned
+            initialisation and Meta-SGD's learning rates.
+        body_lr: the outer learning rate of the body (default ``outer_lr``); a
+            smaller one suits a body started from a pretrained model.
+        negatives: implicit-feedback training (models with ``loss="logistic"``):
+            every support/query interaction becomes a positive (target 1) and
+            ``negatives`` items per task, outside its support and query sets,
+            are appended to the query set as target-0 entries
+            (:meth:`TaskBatch.with_negatives`), freshly sampled every batch
+            (validation batches use a fixed seed).
+        support_negatives: as ``negatives``, appended to the support set (the
+            inner loop then sees negatives too; outside the support set only).
+            A :class:`MetaScorer` of this trainer samples them at test time too.
+        negative_method: ``"uniform"`` or ``"popularity"`` (training counts).
+        task_weighting: ``"task"`` or ``"interaction"`` (see :class:`MetaLearner`).
 
     After :meth:`fit`, :attr:`history` holds one dict per epoch
     (``epoch``, ``train_loss``, ``val_loss``, ``seconds``).
@@ -74,6 +90,12 @@ class MetaTrainer:
         engine: str = "auto",
         random_state: Any = None,
         user_features: Any = None,
+        weight_decay: float = 0.0,
+        body_lr: float | None = None,
+        negatives: int = 0,
+        support_negatives: int = 0,
+        negative_method: str = "uniform",
+        task_weighting: str = "task",
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -83,15 +105,44 @@ class MetaTrainer:
             raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
         if clip_grad is not None and not clip_grad > 0:
             raise ValueError(f"clip_grad must be positive or None, got {clip_grad!r}")
-        self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt, engine)
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if body_lr is not None and not body_lr > 0:
+            raise ValueError(f"body_lr must be positive or None, got {body_lr!r}")
+        for name, value in (("negatives", negatives), ("support_negatives", support_negatives)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if negative_method not in ("uniform", "popularity"):
+            raise ValueError(f"negative_method must be 'uniform' or 'popularity', got {negative_method!r}")
+        if (negatives or support_negatives) and model.loss != "logistic":
+            raise ValueError(
+                f"negatives need a model with loss='logistic' (implicit feedback); this one has {model.loss!r}"
+            )
+        self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt, engine,
+                                   task_weighting=task_weighting)
         self.model = model
         self.meta_batch_size = meta_batch_size
         self.clip_grad = clip_grad
+        self.negatives, self.support_negatives = int(negatives), int(support_negatives)
+        self.negative_method = negative_method
+        self._popularity: Optional[np.ndarray] = None
         params = [p for p in self.learner.parameters() if p.requires_grad]
-        if optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=outer_lr)
+        if weight_decay or body_lr is not None:
+            head_ids = {id(p) for n, p in model.named_parameters()
+                        if n in self.learner.adapted_names or n.startswith("init_net.")}
+            head_ids |= {id(p) for p in (self.learner.inner_lrs or [])}
+            head = [p for p in params if id(p) in head_ids]
+            body = [p for p in params if id(p) not in head_ids]
+            groups: Any = [{"params": head, "weight_decay": 0.0},
+                           {"params": body, "weight_decay": float(weight_decay),
+                            "lr": float(body_lr if body_lr is not None else outer_lr)}]
+            groups = [g for g in groups if g["params"]]
         else:
-            self.optimizer = torch.optim.SGD(params, lr=outer_lr)
+            groups = params
+        if optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=outer_lr)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=outer_lr)
         self.rng = _generator(random_state)
         self.user_features = user_features
         self.dtype = next(model.parameters()).dtype
@@ -113,21 +164,50 @@ class MetaTrainer:
         self.optimizer.step()
         return loss
 
-    def batch(self, tasks: Any, idx: Any) -> TaskBatch:
-        """Tasks ``idx`` of a :class:`~metarec_fast.data.TaskSet` (or a TaskBatch) as a TaskBatch."""
+    def batch(self, tasks: Any, idx: Any, random_state: Any = None) -> TaskBatch:
+        """Tasks ``idx`` of a :class:`~metarec_fast.data.TaskSet` (or a TaskBatch) as a TaskBatch.
+
+        With ``negatives``/``support_negatives``, a TaskSet's batch gets sampled
+        negatives (drawn with ``random_state``, default the trainer's generator).
+        """
         if isinstance(tasks, TaskBatch):
             return tasks.select(idx)
-        return TaskBatch.from_tasks(tasks, idx, dtype=self.dtype, user_features=self.user_features)
+        batch = TaskBatch.from_tasks(tasks, idx, dtype=self.dtype, user_features=self.user_features)
+        if not (self.negatives or self.support_negatives):
+            return batch
+        return self._with_negatives(tasks, idx, batch, self.rng if random_state is None else random_state)
+
+    def _with_negatives(self, tasks: Any, idx: Any, batch: TaskBatch, rng: Any) -> TaskBatch:
+        from ..data.sampling import sample_negatives
+
+        sub = tasks.subset(np.asarray(idx, dtype=np.int64))
+        if self.negative_method == "popularity" and self._popularity is None:
+            self._popularity = np.bincount(np.concatenate([tasks.support.items, tasks.query.items]),
+                                           minlength=tasks.n_items)
+        kw = dict(method=self.negative_method, popularity=self._popularity, random_state=rng)
+        q_neg = sub.sample_negatives(self.negatives, **kw) if self.negatives else None
+        s_neg = None
+        if self.support_negatives:
+            s_neg = sample_negatives((sub.support.indptr, sub.support.items), tasks.n_items,
+                                     self.support_negatives, **kw)
+        return batch.with_negatives(q_neg, s_neg)
 
     def validation_loss(self, tasks: Any, batch_size: int = 256) -> float:
-        """Mean query loss after adaptation, over tasks that have a query set."""
+        """Mean query loss after adaptation, over tasks that have a query set
+        (weighted by query size with ``task_weighting="interaction"``)."""
         total, count = 0.0, 0.0
         n = _n_tasks(tasks)
+        rng = np.random.default_rng(12345)  # the same negatives every epoch
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                batch = self.batch(tasks, np.arange(start, min(start + batch_size, n)))
+                batch = self.batch(tasks, np.arange(start, min(start + batch_size, n)), random_state=rng)
                 losses = query_losses(self.model, self.learner.adapt(batch), batch)
                 has_query = batch.query_mask.sum(-1) > 0
+                if self.learner.task_weighting == "interaction":
+                    w = batch.query_mask.sum(-1).to(losses.dtype)
+                    total += float((losses * w).sum())
+                    count += float(w.sum())
+                    continue
                 total += float(losses[has_query].sum())
                 count += float(has_query.sum())
         return total / max(count, 1.0)
@@ -164,6 +244,11 @@ class MetaTrainer:
         from tqdm.auto import tqdm
 
         n = _n_tasks(train_tasks)
+        if self.negative_method == "popularity" and self._popularity is None and not isinstance(
+                train_tasks, TaskBatch):
+            self._popularity = np.bincount(
+                np.concatenate([train_tasks.support.items, train_tasks.query.items]),
+                minlength=train_tasks.n_items)
         n_batches = math.ceil(n / self.meta_batch_size)
         bar = tqdm(total=(epochs - self.epoch) * n_batches, disable=not show_progress, desc="meta-train")
         try:

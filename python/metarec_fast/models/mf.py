@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -96,3 +96,81 @@ class MetaMF(MetaModel):
         if "head_b" in init:
             init["head_b"] = init["head_b"] + shift[:, self.dim]
         return init
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: Any = None,
+        *,
+        item_embedding: Any = None,
+        item_offset: Any = None,
+        head_p: Any = None,
+        head_b: float | None = None,
+        loss: str = "mse",
+        user_feature_dim: int | None = None,
+        dim: int | None = None,
+        init_scale: float = 0.1,
+        random_state: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "MetaMF":
+        """A MetaMF whose body (and head) start from a non-meta model ("meta-fine-tuning").
+
+        ``source`` may be a fitted :class:`~metarec_fast.baselines.PretrainFinetune`
+        (item vectors ``H``, offsets ``c``, mean user ``(p0, b0)``), a fitted
+        :class:`~metarec_fast.baselines.BiasBaseline` (offsets ``mu + b_i``; the
+        item table then starts random with scale ``init_scale`` and ``dim``
+        columns) or None; the keyword arrays override what ``source`` provides:
+        ``item_embedding [n_items, d]``, ``item_offset [n_items]`` (item bias +
+        global bias; the global bias is set to its mean), ``head_p [d]``, ``head_b``.
+        """
+        import numpy as np
+
+        H = c = p0 = None
+        b0 = None
+        if source is not None:
+            if hasattr(source, "H") and hasattr(source, "c"):
+                H, c, p0, b0 = source.H, source.c, source.p0, source.b0
+            elif hasattr(source, "item_bias") and hasattr(source, "mu"):
+                c = float(source.mu) + np.asarray(source.item_bias, dtype=np.float64)
+            else:
+                raise TypeError(
+                    f"cannot read a pretrained model from {type(source).__name__}; pass a fitted "
+                    "PretrainFinetune or BiasBaseline, or the arrays as keywords"
+                )
+        H = item_embedding if item_embedding is not None else H
+        c = item_offset if item_offset is not None else c
+        p0 = head_p if head_p is not None else p0
+        b0 = head_b if head_b is not None else b0
+        if H is None and c is None:
+            raise ValueError("from_pretrained needs item_embedding and/or item_offset (or a source)")
+        H = None if H is None else np.asarray(H, dtype=np.float64)
+        c = None if c is None else np.asarray(c, dtype=np.float64)
+        if H is not None and H.ndim != 2:
+            raise ValueError(f"item_embedding must be [n_items, d], got shape {H.shape}")
+        if c is not None and c.ndim != 1:
+            raise ValueError(f"item_offset must be [n_items], got shape {c.shape}")
+        if H is not None and c is not None and H.shape[0] != c.shape[0]:
+            raise ValueError(f"item_embedding has {H.shape[0]} items, item_offset {c.shape[0]}")
+        n_items = H.shape[0] if H is not None else c.shape[0]
+        d = H.shape[1] if H is not None else (dim or 32)
+        if H is not None and dim is not None and dim != d:
+            raise ValueError(f"dim={dim} but the pretrained item_embedding has {d} columns")
+        for name, arr in (("item_embedding", H), ("item_offset", c)):
+            if arr is not None and not np.isfinite(arr).all():
+                raise ValueError(f"{name} has NaN or infinite values")
+        mu = float(c.mean()) if c is not None else 0.0
+        model = cls(n_items, dim=d, loss=loss, user_feature_dim=user_feature_dim, init_scale=init_scale,
+                    global_bias=mu, random_state=random_state, dtype=dtype)
+        with torch.no_grad():
+            if H is not None:
+                model.item_embedding.copy_(torch.as_tensor(H, dtype=dtype))
+            if c is not None:
+                model.item_bias.copy_(torch.as_tensor(c - mu, dtype=dtype))
+            if p0 is not None:
+                p0 = torch.as_tensor(np.asarray(p0, dtype=np.float64), dtype=dtype)
+                if p0.shape != (d,):
+                    raise ValueError(f"head_p must have shape ({d},), got {tuple(p0.shape)}")
+                model.head_p.copy_(p0)
+            if b0 is not None:
+                model.head_b.fill_(float(b0))
+        return model
