@@ -196,10 +196,15 @@ def test_backward_identical_for_any_thread_count():
             b0.detach().numpy().reshape(1), False, alpha_p.detach().numpy(), 0.1, 5, 0.01, "mse")
     traj, pred = _core.linear_head_forward(*args, 1)
     grad = np.random.default_rng(0).normal(size=pred.shape)
-    g1 = _core.linear_head_backward(*args, traj, grad, True, 1)
-    g2 = _core.linear_head_backward(*args, traj, grad, True, 2)
+    g1 = _core.linear_head_backward(*args, traj, grad, True, True, 1)
+    g2 = _core.linear_head_backward(*args, traj, grad, True, True, 2)
     for key in ("p0", "b0", "alpha_p", "H", "c"):
         assert np.array_equal(g1[key], g2[key]), key
+    # Skipping the learning-rate gradient changes nothing else.
+    g3 = _core.linear_head_backward(*args, traj, grad, True, False, 2)
+    for key in ("p0", "b0", "H", "c"):
+        assert np.array_equal(g1[key], g3[key]), key
+    assert not g3["alpha_p"].any() and g3["alpha_b"] == 0 and g1["alpha_p"].any()
 
 
 def test_bad_input():

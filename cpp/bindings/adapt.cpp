@@ -101,7 +101,7 @@ void bind_for(py::module_& m) {
            const carray<std::int64_t>& q_indptr, const carray<std::int64_t>& q_items,
            const carray<T>& p0, const carray<T>& b0, bool per_user_theta0, const carray<T>& alpha_p,
            T alpha_b, int steps, T l2, const std::string& loss, const carray<T>& trajectory,
-           const carray<T>& grad_query_pred, bool second_order, int num_threads) {
+           const carray<T>& grad_query_pred, bool second_order, bool alpha_grad, int num_threads) {
             auto b = make_batch<T>(H, c, s_indptr, s_items, s_targets, q_indptr, q_items, p0, b0,
                                    per_user_theta0, alpha_p, alpha_b, steps, l2, loss);
             if (trajectory.size() != b.n_users * (steps + 1) * (b.d + 1)) {
@@ -113,7 +113,7 @@ void bind_for(py::module_& m) {
             const auto order = second_order ? metarec::AdaptOrder::second : metarec::AdaptOrder::first;
             metarec::LinearHeadGrads<T> g = metarec_py::without_gil([&] {
                 return metarec::linear_head_backward<T>(b, trajectory.data(), grad_query_pred.data(),
-                                                        order, num_threads);
+                                                        order, alpha_grad, num_threads);
             });
             const py::ssize_t n_theta = per_user_theta0 ? b.n_users : 1;
             const py::ssize_t n_alpha = static_cast<py::ssize_t>(g.alpha_p.size());
@@ -132,7 +132,7 @@ void bind_for(py::module_& m) {
         py::arg("p0").noconvert(), py::arg("b0").noconvert(), py::arg("per_user_theta0"),
         py::arg("alpha_p").noconvert(), py::arg("alpha_b"), py::arg("steps"), py::arg("l2"),
         py::arg("loss"), py::arg("trajectory").noconvert(), py::arg("grad_query_pred").noconvert(),
-        py::arg("second_order"), py::arg("num_threads") = 0,
+        py::arg("second_order"), py::arg("alpha_grad") = true, py::arg("num_threads") = 0,
         "Exact gradients of sum(grad_query_pred * query_pred) for theta_0, alpha, H and c.");
 }
 

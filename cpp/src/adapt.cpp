@@ -134,17 +134,19 @@ void linear_head_forward(const LinearHeadBatch<T>& bt, T* trajectory, T* query_p
 template <class T>
 LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* trajectory,
                                         const T* grad_query_pred, AdaptOrder order,
-                                        int num_threads) {
+                                        bool alpha_grad, int num_threads) {
     bt.validate();
     const int threads = resolve_num_threads(num_threads);
     const std::int64_t d = bt.d, width = d + 1, stride = (bt.steps + 1) * width;
     const std::int64_t nnz_s = bt.support_indptr[bt.n_users];
     const std::int64_t nnz_q = bt.query_indptr[bt.n_users];
     const std::int64_t n_entries = nnz_s + nnz_q;
-    // Per-entry body gradients (support entries first, then query entries),
-    // reduced per item afterwards in a fixed order: no races, no atomics.
-    std::vector<T> entry_h(static_cast<std::size_t>(n_entries * d), T(0));
-    std::vector<T> entry_c(static_cast<std::size_t>(n_entries), T(0));
+    // Per-entry body gradients of the support entries, reduced per item
+    // afterwards in a fixed order (no races, no atomics). A query entry's
+    // gradient, g_q * p_T, is formed during that reduction instead of stored.
+    const bool second = order == AdaptOrder::second && bt.steps > 0;
+    std::vector<T> entry_h(second ? static_cast<std::size_t>(nnz_s * d) : 0, T(0));
+    std::vector<T> entry_c(second ? static_cast<std::size_t>(nnz_s) : 0, T(0));
     // Per-user adjoint of theta_0 and alpha contributions, reduced serially.
     std::vector<T> user_theta(static_cast<std::size_t>(bt.n_users * width));
     std::vector<T> user_alpha(static_cast<std::size_t>(bt.n_users * width), T(0));
@@ -154,31 +156,27 @@ LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* t
         std::vector<T> gp(static_cast<std::size_t>(d)), hw(static_cast<std::size_t>(d));
         for (std::int64_t u = begin; u < end; ++u) {
             const T* traj = trajectory + u * stride;
-            const T* last = traj + bt.steps * width;
             // Query predictions f_q = p_T . h_q + b_T + c_q.
             for (std::int64_t k = 0; k < width; ++k) v[k] = 0;
             for (std::int64_t j = bt.query_indptr[u]; j < bt.query_indptr[u + 1]; ++j) {
-                const std::int64_t item = bt.query_items[j];
                 const T g = grad_query_pred[j];
-                const T* h = bt.H + item * d;
-                T* eh = entry_h.data() + (nnz_s + j) * d;
-                for (std::int64_t k = 0; k < d; ++k) {
-                    v[k] += g * h[k];
-                    eh[k] = g * last[k];
-                }
+                const T* h = bt.H + bt.query_items[j] * d;
+#pragma omp simd
+                for (std::int64_t k = 0; k < d; ++k) v[k] += g * h[k];
                 v[d] += g;
-                entry_c[nnz_s + j] = g;
             }
             T* ga = user_alpha.data() + u * width;
             const std::int64_t s0 = bt.support_indptr[u], s1 = bt.support_indptr[u + 1];
             const T inv_n = s1 > s0 ? T(1) / T(s1 - s0) : T(0);
             for (int t = bt.steps - 1; t >= 0; --t) {
                 const T* cur = traj + t * width;
-                const T gb = support_gradient(bt, u, cur, gp.data());
-                // d theta_{t+1} / d alpha = -g(theta_t).
-                for (std::int64_t k = 0; k < d; ++k) ga[k] -= v[k] * gp[k];
-                ga[d] -= v[d] * gb;
-                if (order == AdaptOrder::first) continue;
+                if (alpha_grad) {
+                    // d theta_{t+1} / d alpha = -g(theta_t).
+                    const T gb = support_gradient(bt, u, cur, gp.data());
+                    for (std::int64_t k = 0; k < d; ++k) ga[k] -= v[k] * gp[k];
+                    ga[d] -= v[d] * gb;
+                }
+                if (!second) continue;
                 for (std::int64_t k = 0; k < d; ++k) w[k] = alpha_at(bt, k) * v[k];
                 w[d] = bt.alpha_b * v[d];
                 // Hessian-vector product H_t w, and the body terms -d(w . g)/d(h_i, c_i).
@@ -225,17 +223,23 @@ LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* t
         out.alpha_b += user_alpha[u * width + d];
     }
 
-    // Group entries by item (stable counting sort), then reduce each item's row.
+    // Group entries (support entries first, then query entries) by item with a
+    // stable counting sort, then reduce each item's row in that fixed order.
+    std::vector<std::int64_t> query_user(static_cast<std::size_t>(nnz_q));
+    for (std::int64_t u = 0; u < bt.n_users; ++u) {
+        for (std::int64_t j = bt.query_indptr[u]; j < bt.query_indptr[u + 1]; ++j) query_user[j] = u;
+    }
+    const std::int64_t first_entry = second ? 0 : nnz_s;  // support entries carry nothing otherwise
     std::vector<std::int64_t> item_ptr(static_cast<std::size_t>(bt.n_items + 1), 0);
     auto entry_item = [&](std::int64_t e) {
         return e < nnz_s ? bt.support_items[e] : bt.query_items[e - nnz_s];
     };
-    for (std::int64_t e = 0; e < n_entries; ++e) ++item_ptr[entry_item(e) + 1];
+    for (std::int64_t e = first_entry; e < n_entries; ++e) ++item_ptr[entry_item(e) + 1];
     for (std::int64_t i = 0; i < bt.n_items; ++i) item_ptr[i + 1] += item_ptr[i];
-    std::vector<std::int64_t> order_by_item(static_cast<std::size_t>(n_entries));
+    std::vector<std::int64_t> order_by_item(static_cast<std::size_t>(n_entries - first_entry));
     {
         std::vector<std::int64_t> fill(item_ptr.begin(), item_ptr.end() - 1);
-        for (std::int64_t e = 0; e < n_entries; ++e) order_by_item[fill[entry_item(e)]++] = e;
+        for (std::int64_t e = first_entry; e < n_entries; ++e) order_by_item[fill[entry_item(e)]++] = e;
     }
     out.H.assign(static_cast<std::size_t>(bt.n_items * d), T(0));
     out.c.assign(static_cast<std::size_t>(bt.n_items), T(0));
@@ -244,9 +248,19 @@ LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& bt, const T* t
             T* row = out.H.data() + i * d;
             for (std::int64_t p = item_ptr[i]; p < item_ptr[i + 1]; ++p) {
                 const std::int64_t e = order_by_item[p];
-                const T* eh = entry_h.data() + e * d;
-                for (std::int64_t k = 0; k < d; ++k) row[k] += eh[k];
-                out.c[i] += entry_c[e];
+                if (e < nnz_s) {
+                    const T* eh = entry_h.data() + e * d;
+#pragma omp simd
+                    for (std::int64_t k = 0; k < d; ++k) row[k] += eh[k];
+                    out.c[i] += entry_c[e];
+                } else {
+                    const std::int64_t j = e - nnz_s;
+                    const T g = grad_query_pred[j];
+                    const T* last = trajectory + query_user[j] * stride + bt.steps * width;
+#pragma omp simd
+                    for (std::int64_t k = 0; k < d; ++k) row[k] += g * last[k];
+                    out.c[i] += g;
+                }
             }
         }
     });
@@ -258,9 +272,9 @@ template struct LinearHeadBatch<double>;
 template void linear_head_forward<float>(const LinearHeadBatch<float>&, float*, float*, int);
 template void linear_head_forward<double>(const LinearHeadBatch<double>&, double*, double*, int);
 template LinearHeadGrads<float> linear_head_backward<float>(const LinearHeadBatch<float>&, const float*,
-                                                            const float*, AdaptOrder, int);
+                                                            const float*, AdaptOrder, bool, int);
 template LinearHeadGrads<double> linear_head_backward<double>(const LinearHeadBatch<double>&,
                                                               const double*, const double*,
-                                                              AdaptOrder, int);
+                                                              AdaptOrder, bool, int);
 
 }  // namespace metarec

@@ -68,11 +68,12 @@ struct LinearHeadGrads {
 };
 
 // Backward: gradients of sum_q grad_query_pred[q] * f_q(theta_T) with respect to
-// theta_0, alpha, H and c. Deterministic for any thread count: per-entry
-// contributions are reduced per item in a fixed order.
+// theta_0, alpha (only when alpha_grad; zeros otherwise, which saves a pass per
+// step), H and c. Deterministic for any thread count: per-entry contributions
+// are reduced per item in a fixed order.
 template <class T>
 LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& batch, const T* trajectory,
                                         const T* grad_query_pred, AdaptOrder order,
-                                        int num_threads);
+                                        bool alpha_grad, int num_threads);
 
 }  // namespace metarec

@@ -57,8 +57,10 @@ class _LinearHeadFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_pred: torch.Tensor, _grad_traj: Any):  # type: ignore[override]
         second_order, num_threads, p_shape, b_shape, a_shape = ctx.meta
+        alpha_grad = bool(ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
         g = _core.linear_head_backward(
-            *ctx.args, ctx.trajectory, _np(grad_pred), second_order, num_threads
+            *ctx.args, ctx.trajectory, _np(grad_pred), second_order,
+            alpha_grad=alpha_grad, num_threads=num_threads,
         )
         dtype = grad_pred.dtype
         alpha_b = torch.tensor(g["alpha_b"], dtype=dtype)
