@@ -478,12 +478,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # One seed: no "± 0.0000" columns.
     print(format_table(report.results if len(args.seeds) > 1 else [{**r, "std": {}} for r in report.results]))
-    print()
-    print(f"report: {path}")
-    for p in plots:
-        print(f"plot:   {p}")
-    if note:
-        print(note)
+    _print_written(path, plots, note)
     if state["best"]:
         example = ",".join(f"{i}:{r}" for i, r in zip(data.item_raw_ids[:3].tolist(), (5, 4, 1)))
         print(f"bundle: {state['best'][1]}  (lowest validation loss, {state['best'][0]}: {state['best'][2]:.4f})")
@@ -656,13 +651,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                   eval_ks=args.ks) if args.support_sweep else None}
     path, plots, note = reports.write_report(args.report, out, plots=args.plots)
     print(evaluation.format_table([{**r, "std": {}} for r in results]))
+    _print_written(path, plots, note)
+    return 0
+
+
+def _print_written(path: Any, plots: Any, note: Any) -> None:
+    """Where the report and plots went (or why plots were skipped)."""
     print()
     print(f"report: {path}")
     for p in plots:
         print(f"plot:   {p}")
     if note:
         print(note)
-    return 0
 
 
 # ---------------------------------------------------------------- recommend
