@@ -70,7 +70,9 @@ def main() -> None:
             seconds.setdefault(name, []).append(time.perf_counter() - t)
             scorers.append(MetaScorer(trainer, name=name))
         for state in STATES:
-            rep = evaluate(scorers, states[state], ks=(1, 3, 5, 10))
+            # New items are ranked among the new items (the item-cold protocol).
+            candidates = "cold" if state in ("item_cold", "user_item_cold") else "all"
+            rep = evaluate(scorers, states[state], ks=(1, 3, 5, 10), candidates=candidates)
             per_state[state].append({"seed": seed, **rep.to_dict()})
         print(f"seed {seed} done", flush=True)
     out = {}

@@ -211,3 +211,37 @@ def test_trainer_rejects_tasks_from_another_id_space(split):
     trainer = MetaTrainer(MetaMF(split.train.n_items, dim=2))
     with pytest.raises(ValueError, match="different datasets"):
         trainer.fit(split.train, replace(split.val, fingerprint="other"), epochs=1, show_progress=False)
+
+
+def test_ranking_among_cold_items_matches_direct_computation():
+    data = datasets.synthetic(n_users=300, n_items=120, n_interactions=9000, random_state=2)
+    split = cold_start_split(data, scenario="item", support=3, query="rest", random_state=0)
+    test = split.test
+    cold = np.unique(test.cold_items)
+    assert cold.size > 0
+    model = RandomScorer()
+    rep = evaluate([model], test, protocols=("full_ranking",), ks=(5,), candidates="cold")
+    scores = model.score(test)
+    ndcgs = []
+    for u in range(len(test)):
+        s0, s1 = test.support.indptr[u], test.support.indptr[u + 1]
+        q0, q1 = test.query.indptr[u], test.query.indptr[u + 1]
+        sup = set(test.support.items[s0:s1].tolist())
+        order = [int(i) for i in cold[np.lexsort((cold, -scores[u, cold]))] if int(i) not in sup][:5]
+        rel = set(test.query.items[q0:q1][test.query.ratings[q0:q1] >= 4].tolist())
+        if not rel:
+            continue
+        disc = 1 / np.log2(np.arange(2, 7))
+        dcg = sum(disc[r] for r, i in enumerate(order) if i in rel)
+        ndcgs.append(dcg / disc[: min(5, len(rel))].sum())
+    assert rep["random"]["ndcg@5"] == pytest.approx(np.mean(ndcgs), rel=1e-9)
+    assert rep.config["candidates"] == "cold"
+    with pytest.raises(ValueError, match="cold items"):
+        evaluate([model], split_without_cold(), candidates="cold")
+    with pytest.raises(ValueError, match="candidates"):
+        evaluate([model], test, candidates="warm")
+
+
+def split_without_cold():
+    data = datasets.synthetic(n_users=100, n_items=50, n_interactions=2000, random_state=0)
+    return cold_start_split(data, scenario="user", support=3, random_state=0).test

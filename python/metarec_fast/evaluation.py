@@ -10,7 +10,9 @@ scores for the whole catalogue. From those scores:
 * ``full_ranking``: every item except the support items is ranked (C++ top-k);
   relevant = query items rated >= ``threshold`` (all query items for implicit
   data); precision, recall, recall_capped, ndcg, hr, map, mrr @k. Users without
-  a relevant item are skipped and counted.
+  a relevant item are skipped and counted. With ``candidates="cold"`` only the
+  test set's cold items (``TaskSet.cold_items``, the item-cold scenarios) are
+  ranked, the usual protocol for new items.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 PROTOCOLS = ("rating", "query_ranking", "full_ranking")
+CANDIDATES = ("all", "cold")
 
 
 @runtime_checkable
@@ -120,6 +123,27 @@ def relevant_items(tasks: Any, threshold: float | None) -> tuple[np.ndarray, np.
     return indptr, np.asarray(q.items[keep], dtype=np.int64)
 
 
+def _rank(scores: np.ndarray, tasks: Any, k: int, cand: np.ndarray | None, num_threads: Any,
+          topk: Any) -> np.ndarray:
+    """Top-``k`` item ids per task with its support items excluded, over the whole
+    catalogue or only the candidate items ``cand``."""
+    indptr = np.asarray(tasks.support.indptr, np.int64)
+    items = np.asarray(tasks.support.items, np.int64)
+    if cand is None:
+        ids, _ = topk(np.ascontiguousarray(scores), k, exclude=(indptr, items), num_threads=num_threads)
+        return ids
+    # Rank within the candidate columns; support items map to candidate positions.
+    position = np.full(scores.shape[1], -1, dtype=np.int64)
+    position[cand] = np.arange(cand.size)
+    mapped = position[items]
+    keep = mapped >= 0
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))[keep]
+    sub_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(indptr) - 1))])
+    sub, _ = topk(np.ascontiguousarray(scores[:, cand]), k, exclude=(sub_indptr, mapped[keep]),
+                  num_threads=num_threads)
+    return np.where(sub >= 0, cand[np.maximum(sub, 0)], -1)
+
+
 def _query_predictions(scores: np.ndarray, tasks: Any) -> np.ndarray:
     rows = np.repeat(np.arange(len(tasks.query)), tasks.query.lengths)
     return scores[rows, tasks.query.items]
@@ -134,6 +158,7 @@ def evaluate(
     batch_size: int = 1024,
     num_threads: int | None = None,
     show_progress: bool = False,
+    candidates: str = "all",
 ) -> Report:
     """Evaluate every model on ``test_tasks`` with the given protocols.
 
@@ -144,6 +169,8 @@ def evaluate(
         ks: cutoffs for the ranking metrics.
         threshold: explicit ratings >= threshold are relevant for full ranking.
         batch_size: tasks scored at once (bounds the ``[batch, n_items]`` score block).
+        candidates: ``"all"`` ranks the whole catalogue; ``"cold"`` only the task
+            set's ``cold_items`` (ValueError when it has none).
     """
     from . import metrics
     from .ops import topk
@@ -156,6 +183,13 @@ def evaluate(
         raise ValueError(f"ks must be positive ints, got {ks}")
     if len(test_tasks) == 0:
         raise ValueError("test_tasks is empty")
+    if candidates not in CANDIDATES:
+        raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
+    cand = None
+    if candidates == "cold":
+        cand = np.unique(np.asarray(getattr(test_tasks, "cold_items", ()), dtype=np.int64))
+        if cand.size == 0:
+            raise ValueError("candidates='cold' needs a task set with cold items (an item-cold split)")
     if isinstance(models, Scorer):
         models = [models]
     models = list(models)
@@ -189,8 +223,7 @@ def evaluate(
                 for key, val in r.per_query.items():
                     agg.setdefault(f"query_{key}", []).append(val)
             if "full_ranking" in protocols:
-                exclude = (np.asarray(tasks.support.indptr, np.int64), np.asarray(tasks.support.items, np.int64))
-                ids, _ = topk(np.ascontiguousarray(scores), max(ks), exclude=exclude, num_threads=num_threads)
+                ids = _rank(scores, tasks, max(ks), cand, num_threads, topk)
                 rel = relevant_items(tasks, threshold)
                 r = metrics.ranking(ids, rel, ks=ks, n_items=test_tasks.n_items, num_threads=num_threads)
                 for key, val in r.per_query.items():
@@ -214,6 +247,6 @@ def evaluate(
             counts["query_ranking_evaluated"] = int((~np.isnan(q)).sum())
             counts["query_ranking_skipped"] = int(np.isnan(q).sum())
         results.append({"model": model.name, "metrics": out, "counts": counts})
-    config = {"protocols": list(protocols), "ks": list(ks), "threshold": threshold,
+    config = {"protocols": list(protocols), "ks": list(ks), "threshold": threshold, "candidates": candidates,
               "n_test_tasks": len(test_tasks), "implicit": bool(getattr(test_tasks, "implicit", False))}
     return Report(results, config)
