@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from metarec_fast.data import (
     TaskPart,
@@ -106,7 +107,7 @@ def test_to_torch(tasks):
     assert items.dtype == torch.int64 and ratings.dtype == torch.float32 and mask.dtype == torch.bool
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.integers(0, 6), max_size=12), st.data())
 def test_gather_rows_property(lengths, data):
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -118,7 +119,7 @@ def test_gather_rows_property(lengths, data):
     assert values[pos].tolist() == [int(v) for e in expect for v in e]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.integers(-5, 5), max_size=30))
 def test_factorize_and_sorted_unique(xs):
     a = np.array(xs, dtype=np.int64)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from metarec_fast.data import Interactions, TaskSet, cold_start_split, make_synthetic, melu_split
 
@@ -285,7 +286,7 @@ def test_every_row_is_accounted_for_and_report_is_json(small, scenario):
         assert t.report["set"] == t.name
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     scenario=st.sampled_from(["user", "item", "both", "warm"]),

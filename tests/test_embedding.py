@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from metarec_fast import _core, ops
 
@@ -410,7 +411,7 @@ def bag_problems(draw):
     return num_rows, d, ids, offsets, seed, mode
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bag_problems())
 def test_property_forward_backward(problem):
     num_rows, d, ids, offsets, seed, mode = problem
@@ -432,7 +433,7 @@ def test_property_forward_backward(problem):
     assert abs(lhs - rhs) <= 1e-9 * (1 + abs(lhs))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     st.integers(1, 20),
     st.lists(st.integers(0, 19), max_size=30),

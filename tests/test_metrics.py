@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from metarec_fast import metrics as M
 
@@ -341,7 +342,7 @@ def ranking_cases(draw):
     return n_items, top, rel, gains, ks
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ranking_cases())
 def test_property_against_reference(case):
     n_items, top, rel, gains, ks = case
@@ -369,7 +370,7 @@ def test_property_against_reference(case):
             assert (res.per_query[f"{m}@{b}"][ev] >= res.per_query[f"{m}@{a}"][ev]).all()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.integers(0, 2**31), st.integers(1, 30))
 def test_property_padding_extension_is_neutral(seed, extra):
     rng = np.random.default_rng(seed)
@@ -639,7 +640,7 @@ def test_query_ndcg_fractional_ratings():
     assert_matches(res, ref_query_ndcg(p.tolist(), t.tolist(), indptr, ks), 300)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(-3, 3), st.integers(0, 4)), max_size=8), max_size=6),
        st.lists(st.integers(1, 10), min_size=1, max_size=3))
 def test_query_ndcg_property(users, ks):

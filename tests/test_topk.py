@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from metarec_fast import _core, ops
 from metarec_fast.ops.topk import _dot_scores, _topk_dot_simd
@@ -166,7 +167,7 @@ def test_topk_non_contiguous_input():
     np.testing.assert_array_equal(ids, ref_topk(view, 4)[0])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
     n=st.integers(0, 6),
@@ -243,7 +244,7 @@ def test_topk_dot_integer_data_is_exact_with_ties():
             np.testing.assert_array_equal(vals, rvals, err_msg=level)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), nq=st.integers(0, 30), ni=st.integers(0, 80), d=st.integers(1, 5),
        k=st.integers(1, 100))
 def test_topk_dot_property_ties(data, nq, ni, d, k):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import math
 import time
@@ -21,6 +23,7 @@ logger = logging.getLogger("metarec_fast")
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_VERSION = 1
+CHECKPOINT_MAGIC = b"metarec-fast checkpoint sha256="
 
 
 class DivergenceError(RuntimeError):
@@ -320,17 +323,30 @@ class MetaTrainer:
         }
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the full training state atomically (a kill mid-write keeps the old file)."""
-        state = self.state_dict()
-        return atomic_write(path, lambda f: torch.save(state, f))
+        """Write the full training state atomically (a kill mid-write keeps the old file),
+        with a SHA-256 of the payload so a corrupted file is detected on load."""
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        payload = buffer.getvalue()
+        digest = hashlib.sha256(payload).hexdigest().encode()
+
+        def write(f: Any) -> None:
+            f.write(CHECKPOINT_MAGIC + digest + b"\n")
+            f.write(payload)
+
+        return atomic_write(path, write)
 
     def load_checkpoint(self, path: str | Path) -> "MetaTrainer":
         """Restore a state written by :meth:`save_checkpoint`; :meth:`fit` then continues."""
+        raw = Path(path).read_bytes()
+        header, sep, payload = raw.partition(b"\n")
+        if not sep or not header.startswith(CHECKPOINT_MAGIC):
+            raise ValueError(f"{path} is not a metarec-fast checkpoint (no header)")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(CHECKPOINT_MAGIC):]:
+            raise ValueError(f"{path} is corrupted or truncated: its checksum does not match")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # truncated or foreign file
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        except Exception as exc:  # a foreign payload behind a valid header
             raise ValueError(f"{path} is not a readable metarec-fast checkpoint: {exc}") from exc
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is not a metarec-fast checkpoint (version {CHECKPOINT_VERSION})")
