@@ -16,6 +16,7 @@
 #   METAREC_WHEEL_TEST_TIMEOUT   seconds for the test run (1800)
 #   METAREC_TEST_ML100K          MovieLens 100K folder; defaults to ../shared/data/ml-100k beside the checkout
 # Exits non-zero on any failure; the last lines are a summary.
+# Takes about 5 minutes on 2 cores (build 30-75 s, installs ~85 s, tests 2-3.5 min).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
