@@ -97,27 +97,28 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
     assert "usable (2, 3)" in rest
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_kill_during_save_keeps_the_previous_bundle(tmp_path):
-    from metarec_fast.serving import Recommender
-
-    path = tmp_path / "bundle.npz"
-    code = textwrap.dedent(f"""
-        import numpy as np
-        from metarec_fast.serving import Recommender
-        rng = np.random.default_rng(0)
-        rec = Recommender(rng.standard_normal((400_000, 32)).astype(np.float32),
-                          np.zeros(400_000, np.float32), np.zeros(32, np.float32), 0.0)
-        rec.save(r"{path}")
-        print("saved", flush=True)
-        while True:
-            rec.save(r"{path}")
-    """)
+def kill_while_saving(setup: str, save: str) -> None:
+    """Run ``setup``, then ``save`` once and in a loop; SIGKILL mid-loop."""
+    code = textwrap.dedent(setup) + f"\n{save}\nprint('saved', flush=True)\nwhile True:\n    {save}\n"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "saved"
     time.sleep(0.7)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_kill_during_save_keeps_the_previous_bundle(tmp_path):
+    from metarec_fast.serving import Recommender
+
+    path = tmp_path / "bundle.npz"
+    kill_while_saving("""
+        import numpy as np
+        from metarec_fast.serving import Recommender
+        rng = np.random.default_rng(0)
+        rec = Recommender(rng.standard_normal((400_000, 32)).astype(np.float32),
+                          np.zeros(400_000, np.float32), np.zeros(32, np.float32), 0.0)
+    """, f"rec.save(r'{path}')")
     rec = Recommender.load(path)  # the last complete write, never a torn one
     assert rec.n_items == 400_000
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "bundle.npz"]
@@ -155,17 +156,7 @@ def test_kill_during_checkpoint_keeps_the_previous_checkpoint(tmp_path):
         from metarec_fast.models import MetaMF
         trainer = MetaTrainer(MetaMF(300_000, dim=32, random_state=0), "maml")
     """)
-    code = setup + textwrap.dedent(f"""
-        trainer.save_checkpoint(r"{path}")
-        print("saved", flush=True)
-        while True:
-            trainer.save_checkpoint(r"{path}")
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "saved"
-    time.sleep(0.7)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_while_saving(setup, f"trainer.save_checkpoint(r'{path}')")
     check = setup + f"\ntrainer.load_checkpoint(r'{path}')\nprint('loaded')\n"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "loaded" in out.stdout, out.stderr[-2000:]
