@@ -167,6 +167,11 @@ class MetaTrainer:
         self.optimizer.step()
         return loss
 
+    def _train_step(self, tasks: Any, idx: Any) -> float:
+        """One outer step on the tasks ``idx`` of the epoch's order (a hook for
+        :class:`~metarec_fast.distributed.DistributedMetaTrainer`)."""
+        return self.step(self.batch(tasks, idx))
+
     def batch(self, tasks: Any, idx: Any, random_state: Any = None) -> TaskBatch:
         """Tasks ``idx`` of a :class:`~metarec_fast.data.TaskSet` (or a TaskBatch) as a TaskBatch.
 
@@ -262,7 +267,7 @@ class MetaTrainer:
                 for b in range(n_batches):
                     idx = order[b * self.meta_batch_size : (b + 1) * self.meta_batch_size]
                     try:
-                        losses.append(self.step(self.batch(train_tasks, idx)))
+                        losses.append(self._train_step(train_tasks, idx))
                     except DivergenceError as exc:
                         raise DivergenceError(f"{exc}, step {b + 1}; the last checkpoint is intact") from None
                     bar.update(1)

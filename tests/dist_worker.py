@@ -1,0 +1,88 @@
+"""One rank of the distributed tests (run as a subprocess by tests/test_distributed.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from metarec_fast.distributed import DistributedMetaTrainer, init_distributed, recommend_sharded
+from metarec_fast.meta import MetaTrainer, TaskBatch
+from metarec_fast.models import MetaMF
+
+N_ITEMS, DIM = 60, 3
+
+
+def linear_tasks(n_tasks, seed, dtype=torch.float64):
+    g = np.random.default_rng(seed)
+    H = np.random.default_rng(123).normal(size=(N_ITEMS, DIM))
+    centre = np.array([1.0, -0.5, 0.5])
+    sup, qry = [], []
+    for t in range(n_tasks):
+        p = centre + 0.3 * g.normal(size=DIM)
+        items = g.choice(N_ITEMS, 15, replace=False)
+        r = H[items] @ p + 3.0
+        n_q = 0 if t % 7 == 3 else 10 - t % 5  # ragged query sets, some empty
+        sup.append((items[:5].tolist(), r[:5].tolist()))
+        qry.append((items[5:5 + n_q].tolist(), r[5:5 + n_q].tolist()))
+    return TaskBatch.from_lists(sup, qry, dtype=dtype)
+
+
+def make_trainer(cls, engine, algorithm, weighting="task", **kw):
+    model = MetaMF(N_ITEMS, dim=DIM, random_state=0, dtype=torch.float64, global_bias=3.0)
+    return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02, meta_batch_size=16,
+               random_state=0, engine=engine, task_weighting=weighting, **kw)
+
+
+def main() -> None:
+    scenario, rank, world, port, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    args = sys.argv[6:]
+    init_distributed(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=8)
+    if scenario == "train":
+        engine, algorithm, weighting = args
+        trainer = make_trainer(DistributedMetaTrainer, engine, algorithm, weighting)
+        trainer.fit(linear_tasks(40, 0), linear_tasks(8, 1), epochs=2, show_progress=False,
+                    checkpoint=os.path.join(out, "ckpt.pt"))
+        if rank == 0:
+            torch.save({"state": trainer.learner.state_dict(), "history": trainer.history},
+                       os.path.join(out, "result.pt"))
+    elif scenario in ("raise", "die"):
+        trainer = make_trainer(DistributedMetaTrainer, "cpp", "maml")
+        if rank == 1:
+            calls = {"n": 0}
+            original = trainer._local_backward
+
+            def failing(batch, reptile):
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    if scenario == "die":
+                        os._exit(3)
+                    raise RuntimeError("boom on rank 1")
+                return original(batch, reptile)
+
+            trainer._local_backward = failing
+        trainer.fit(linear_tasks(40, 0), epochs=3, show_progress=False)
+    elif scenario == "mismatch":
+        trainer = make_trainer(DistributedMetaTrainer, "cpp", "maml")
+        trainer.fit(linear_tasks(40, rank), epochs=1, show_progress=False)
+    elif scenario == "recommend":
+        from metarec_fast.serving import Recommender
+
+        model = MetaMF(N_ITEMS, dim=DIM, random_state=0, dtype=torch.float64, global_bias=3.0)
+        rec = Recommender.from_model(model, dtype=np.float64)
+        import scipy.sparse as sp
+
+        support = sp.random(23, N_ITEMS, density=0.1, format="csr", random_state=0, dtype=np.float64)
+        res = recommend_sharded(rec, support, k=7, out_dir=os.path.join(out, "shards"), gather=True)
+        if rank == 0:
+            np.savez(os.path.join(out, "gathered.npz"), ids=res[0], scores=res[1])
+        else:
+            assert res is None
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+
+
+if __name__ == "__main__":
+    main()
