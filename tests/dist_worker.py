@@ -40,14 +40,15 @@ def main() -> None:
     scenario, rank, world, port, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     args = sys.argv[6:]
     init_distributed(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=8)
-    if scenario == "train":
-        engine, algorithm, weighting = args
-        trainer = make_trainer(DistributedMetaTrainer, engine, algorithm, weighting)
-        trainer.fit(linear_tasks(40, 0), linear_tasks(8, 1), epochs=2, show_progress=False,
-                    checkpoint=os.path.join(out, "ckpt.pt"))
-        if rank == 0:
-            torch.save({"state": trainer.learner.state_dict(), "history": trainer.history},
-                       os.path.join(out, "result.pt"))
+    if scenario == "train":  # args: engine:algorithm:weighting ... (one after another, one group)
+        for case in args:
+            engine, algorithm, weighting = case.split(":")
+            trainer = make_trainer(DistributedMetaTrainer, engine, algorithm, weighting)
+            trainer.fit(linear_tasks(40, 0), linear_tasks(8, 1), epochs=2, show_progress=False,
+                        checkpoint=os.path.join(out, f"ckpt-{case}.pt"))
+            if rank == 0:
+                torch.save({"state": trainer.learner.state_dict(), "history": trainer.history},
+                           os.path.join(out, f"result-{case}.pt"))
     elif scenario in ("raise", "die"):
         trainer = make_trainer(DistributedMetaTrainer, "cpp", "maml")
         if rank == 1:

@@ -56,12 +56,20 @@ CASES = [("cpp", "maml", "task"), ("torch", "maml", "task"), ("cpp", "metasgd", 
          ("torch", "reptile", "task"), ("cpp", "fomaml", "interaction")]
 
 
-@pytest.mark.parametrize("engine,algorithm,weighting", CASES)
-def test_two_ranks_equal_one_process(tmp_path, engine, algorithm, weighting):
-    results, _ = launch("train", tmp_path, engine, algorithm, weighting)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """All CASES trained once by 2 ranks (one launch keeps the suite fast)."""
+    out = tmp_path_factory.mktemp("dist-train")
+    results, _ = launch("train", out, *[":".join(c) for c in CASES])
     for rank, (rc, err) in enumerate(results):
         assert rc == 0, f"rank {rank}: {err[-3000:]}"
-    got = torch.load(tmp_path / "result.pt", weights_only=False)
+    return out
+
+
+@pytest.mark.parametrize("engine,algorithm,weighting", CASES)
+def test_two_ranks_equal_one_process(trained, engine, algorithm, weighting):
+    case = f"{engine}:{algorithm}:{weighting}"
+    got = torch.load(trained / f"result-{case}.pt", weights_only=False)
     single = dist_worker.make_trainer(MetaTrainer, engine, algorithm, weighting)
     single.fit(dist_worker.linear_tasks(40, 0), dist_worker.linear_tasks(8, 1), epochs=2, show_progress=False)
     for name, ref in single.learner.state_dict().items():
@@ -70,7 +78,7 @@ def test_two_ranks_equal_one_process(tmp_path, engine, algorithm, weighting):
                                [r["train_loss"] for r in single.history], rtol=1e-10)
     # Rank 0's checkpoint resumes in a single process (any number of ranks).
     resumed = dist_worker.make_trainer(MetaTrainer, engine, algorithm, weighting).load_checkpoint(
-        tmp_path / "ckpt.pt")
+        trained / f"ckpt-{case}.pt")
     assert resumed.epoch == 2
 
 
