@@ -236,7 +236,7 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys):
             cli.main(bad)
         assert exc.value.code == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1, bad
-    one_line_error(["train", "--distributed"], capsys, "issue 8")
+    one_line_error(["train", "--distributed"], capsys, "launch with torchrun")
     one_line_error(["train", "--model", "melu", "--engine", "cpp"], capsys, "needs --engine torch")
     one_line_error(["train", "--config", str(tmp_path / "none.toml")], capsys, "none.toml does not exist")
     (tmp_path / "bad.toml").write_text("suport = 3\n")

@@ -138,3 +138,28 @@ def test_trainer_needs_a_process_group():
 
     with pytest.raises(RuntimeError, match="not initialised"):
         DistributedMetaTrainer(MetaMF(10, dim=2, random_state=0))
+
+
+def test_cli_train_distributed_under_torchrun(tmp_path):
+    port = str(free_port())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr", "127.0.0.1",
+           "--master-port", port, "-m", "metarec_fast", "train", "--distributed", "--dist-timeout", "30",
+           "--algorithm", "maml", "--n-users", "120", "--n-items", "40", "--epochs", "1", "--dim", "3",
+           "--inner-steps", "1", "--quiet", "--threads", "1", "--no-plots", "--no-support-sweep",
+           "--no-engine-timing", "--no-save-models", "--report", str(tmp_path / "rep")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["config"]["world_size"] == 2
+    assert out.stdout.count("report:") == 1  # only rank 0 writes and prints
+
+
+def test_cli_distributed_without_torchrun_is_a_clear_error(tmp_path):
+    code = "import sys; from metarec_fast.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    out = subprocess.run([sys.executable, "-c", code, "train", "--distributed", "--quiet"], capture_output=True,
+                         text=True, timeout=LIMIT, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "torchrun" in out.stderr

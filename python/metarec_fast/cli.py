@@ -160,7 +160,12 @@ def _train_args(p: argparse.ArgumentParser, demo: bool) -> None:
                         "because the demo trains for few epochs)" if demo else ")"))
     g.add_argument("--l2", type=nonneg_float, default=0.0, help="inner-loop L2 (default: 0)")
     g.add_argument("--meta-batch-size", type=positive_int, default=32, help="(default: 32)")
-    g.add_argument("--distributed", action="store_true", help="torch.distributed meta-training (issue 8)")
+    g.add_argument("--distributed", action="store_true",
+                   help="torch.distributed meta-training: launch under torchrun --nproc-per-node=N; the "
+                        "global --meta-batch-size is split across ranks, rank 0 writes the report")
+    g.add_argument("--dist-timeout", type=positive_float, default=300.0, metavar="S",
+                   help="with --distributed: seconds before a collective waiting on a dead rank fails "
+                        "(default: %(default)s)")
     r = p.add_argument_group("report")
     r.add_argument("--report", default="metarec-report", metavar="DIR", help="output folder (default: %(default)s)")
     r.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write PNG plots")
@@ -424,10 +429,33 @@ def _save_torch(path: Path, obj: Any) -> Path:
 
 # ---------------------------------------------------------------- train / demo
 def cmd_train(args: argparse.Namespace) -> int:
+    rank, world, trainer_class = 0, 1, None
+    if args.distributed:
+        from .distributed import DistributedMetaTrainer, init_distributed
+
+        try:
+            rank, world = init_distributed(timeout=args.dist_timeout)
+        except RuntimeError as exc:
+            raise CLIError(f"--distributed: {exc}") from None
+        trainer_class = DistributedMetaTrainer
+        if rank != 0:  # only rank 0 prints, shows progress and writes the report and models
+            args.quiet = True
+            args.engine_timing = False
+            args.save_models = False
+            args.support_sweep = False
+        try:
+            return _cmd_train(args, rank, world, trainer_class)
+        finally:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    return _cmd_train(args, rank, world, trainer_class)
+
+
+def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: Any) -> int:
     from . import experiments, reports
 
-    if args.distributed:
-        raise CLIError("--distributed is not available yet (issue 8: torch.distributed meta-training)")
     if args.command == "demo" and args.dataset != "synthetic":
         raise CLIError("demo runs on the embedded synthetic data; use 'metarec-fast train --dataset ...' for others")
     _setup_threads(args.threads)
@@ -465,9 +493,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         algorithms=algorithms, meta=meta, ks=args.ks, threshold=args.threshold, dataset_name=spec["dataset"],
         show_progress=not args.quiet,
         split_kwargs={"val_fraction": args.val_fraction, "test_fraction": args.test_fraction},
-        on_seed=on_seed)
+        on_seed=on_seed, trainer_class=trainer_class)
+    if rank != 0:
+        return 0
     out = report.to_dict()
-    out["config"].update(command=args.command, data=spec, engine=meta.engine)
+    out["config"].update(command=args.command, data=spec, engine=meta.engine, world_size=world)
     out["support_sweep"] = reports.mean_sweeps(state["sweeps"]) if args.support_sweep else None
     out["engine_timing"] = state["timing"]
     out["models"] = state["saved"]

@@ -122,6 +122,7 @@ def run(
     split_kwargs: dict[str, Any] | None = None,
     on_seed: Callable[[int, Any, list[Any]], Any] | None = None,
     meta_variants: Sequence[tuple[str, str, MetaConfig]] = (),
+    trainer_class: Any = None,
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
@@ -134,6 +135,9 @@ def run(
     ``meta_variants``: extra meta-learners as ``(row name, algorithm, MetaConfig)``,
     e.g. ``("metamf-maml-implicit", "maml", MetaConfig(loss="logistic", negatives=400))``,
     each with its own settings, fitted and reported after ``algorithms``.
+
+    ``trainer_class``: the meta-trainer (default :class:`~metarec_fast.meta.MetaTrainer`;
+    :class:`~metarec_fast.distributed.DistributedMetaTrainer` under torchrun).
     """
     from .data import cold_start_split
 
@@ -167,7 +171,7 @@ def run(
             start = time.perf_counter()
             if name in META_ALGORITHMS:
                 scorer, hist = _fit_meta(name, split, data, cfg, seed, show_progress, row_name=row,
-                                         cache=cache)
+                                         cache=cache, trainer_class=trainer_class)
                 history[f"{scorer.name}/seed{seed}"] = hist
             else:
                 scorer = _baseline(name)
@@ -208,7 +212,7 @@ def _check_meta(meta: MetaConfig) -> None:
 
 
 def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool,
-              row_name: str | None = None, cache: dict[Any, Any] | None = None):
+              row_name: str | None = None, cache: dict[Any, Any] | None = None, trainer_class: Any = None):
     import torch
 
     from .meta import MetaScorer, MetaTrainer
@@ -242,7 +246,7 @@ def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, sho
     else:
         model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed, loss=loss,
                        user_feature_dim=feature_dim, global_bias=0.0 if loss == "logistic" else mean)
-    trainer = MetaTrainer(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
+    trainer = (trainer_class or MetaTrainer)(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
                           outer_lr=meta.outer_lr, meta_batch_size=meta.meta_batch_size,
                           engine=meta.engine, random_state=seed, user_features=uf,
                           weight_decay=meta.weight_decay, body_lr=meta.body_lr,
