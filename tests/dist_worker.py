@@ -30,7 +30,28 @@ def linear_tasks(n_tasks, seed, dtype=torch.float64):
     return TaskBatch.from_lists(sup, qry, dtype=dtype)
 
 
+def implicit_tasks():
+    """A real TaskSet (CSR path of the C++ engine) of implicit feedback."""
+    from metarec_fast import datasets
+    from metarec_fast.data import cold_start_split
+
+    data = datasets.synthetic(n_users=80, n_items=N_ITEMS, implicit=True, random_state=0)
+    train, val, _ = cold_start_split(data, scenario="user", support=5, query="rest", random_state=0)
+    return train, val
+
+
+def data_for(engine):
+    if engine.startswith("implicit-"):
+        return implicit_tasks()
+    return linear_tasks(40, 0), linear_tasks(8, 1)
+
+
 def make_trainer(cls, engine, algorithm, weighting="task", **kw):
+    if engine.startswith("implicit-"):  # sampled negatives: the same draws as one process
+        model = MetaMF(N_ITEMS, dim=DIM, random_state=0, dtype=torch.float64, loss="logistic")
+        return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02, meta_batch_size=16,
+                   random_state=0, engine=engine[len("implicit-"):], task_weighting=weighting, negatives=6,
+                   support_negatives=2, **kw)
     model = MetaMF(N_ITEMS, dim=DIM, random_state=0, dtype=torch.float64, global_bias=3.0)
     return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02, meta_batch_size=16,
                random_state=0, engine=engine, task_weighting=weighting, **kw)
@@ -44,7 +65,7 @@ def main() -> None:
         for case in args:
             engine, algorithm, weighting = case.split(":")
             trainer = make_trainer(DistributedMetaTrainer, engine, algorithm, weighting)
-            trainer.fit(linear_tasks(40, 0), linear_tasks(8, 1), epochs=2, show_progress=False,
+            trainer.fit(*data_for(engine), epochs=2, show_progress=False,
                         checkpoint=os.path.join(out, f"ckpt-{case}.pt"))
             if rank == 0:
                 torch.save({"state": trainer.learner.state_dict(), "history": trainer.history},

@@ -53,7 +53,8 @@ def launch(scenario, out, *args, world=2):
 
 
 CASES = [("cpp", "maml", "task"), ("torch", "maml", "task"), ("cpp", "metasgd", "interaction"),
-         ("torch", "reptile", "task"), ("cpp", "fomaml", "interaction")]
+         ("torch", "reptile", "task"), ("cpp", "fomaml", "interaction"), ("implicit-cpp", "maml", "task"),
+         ("implicit-torch", "reptile", "interaction")]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_two_ranks_equal_one_process(trained, engine, algorithm, weighting):
     case = f"{engine}:{algorithm}:{weighting}"
     got = torch.load(trained / f"result-{case}.pt", weights_only=False)
     single = dist_worker.make_trainer(MetaTrainer, engine, algorithm, weighting)
-    single.fit(dist_worker.linear_tasks(40, 0), dist_worker.linear_tasks(8, 1), epochs=2, show_progress=False)
+    single.fit(*dist_worker.data_for(engine), epochs=2, show_progress=False)
     for name, ref in single.learner.state_dict().items():
         torch.testing.assert_close(got["state"][name], ref, rtol=1e-10, atol=1e-12, msg=name)
     np.testing.assert_allclose([r["train_loss"] for r in got["history"]],
