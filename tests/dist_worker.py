@@ -52,9 +52,12 @@ def make_trainer(cls, engine, algorithm, weighting="task", **kw):
         return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02, meta_batch_size=16,
                    random_state=0, engine=engine[len("implicit-"):], task_weighting=weighting, negatives=6,
                    support_negatives=2, **kw)
+    batch_size = 16
+    if engine.endswith("-mb1"):  # a global meta-batch of 1: one rank has no task every step
+        engine, batch_size = engine[:-4], 1
     model = MetaMF(N_ITEMS, dim=DIM, random_state=0, dtype=torch.float64, global_bias=3.0)
-    return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02, meta_batch_size=16,
-               random_state=0, engine=engine, task_weighting=weighting, **kw)
+    return cls(model, algorithm=algorithm, inner_steps=2, inner_lr=0.1, outer_lr=0.02,
+               meta_batch_size=batch_size, random_state=0, engine=engine, task_weighting=weighting, **kw)
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def launch(scenario, out, *args, world=2):
 
 CASES = [("cpp", "maml", "task"), ("torch", "maml", "task"), ("cpp", "metasgd", "interaction"),
          ("torch", "reptile", "task"), ("cpp", "fomaml", "interaction"), ("implicit-cpp", "maml", "task"),
-         ("implicit-torch", "reptile", "interaction")]
+         ("implicit-torch", "reptile", "interaction"), ("cpp-mb1", "maml", "task")]
 
 
 @pytest.fixture(scope="module")
