@@ -7,6 +7,7 @@
 #if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
 namespace metarec::adapt_detail {
 namespace {
+#define METAREC_ADAPT_VBYTES 64
 #include "adapt_kernel_impl.h"
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 namespace metarec::adapt_detail {
 namespace {
+#define METAREC_ADAPT_VBYTES 16
 #include "adapt_kernel_impl.h"
 }  // namespace
 

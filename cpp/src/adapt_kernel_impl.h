@@ -8,6 +8,8 @@
 // (vector width of the reductions, fused multiply-adds).
 #pragma once
 
+#define METAREC_ADAPT_INLINE inline __attribute__((always_inline))
+
 inline float exp_(float x) { return __builtin_expf(x); }
 inline double exp_(double x) { return __builtin_exp(x); }
 
@@ -31,58 +33,117 @@ inline void loss_derivatives(::metarec::AdaptLoss loss, T f, T y, T& d1, T& d2) 
     }
 }
 
-// Dot products keep L independent partial sums (L = 128 bytes of lanes: four
-// AVX2 or two AVX-512 vectors), so the FMA latency chains overlap, then add
-// them in a fixed tree: the order depends only on d, never on threads.
-template <class T>
-constexpr int kLanes = static_cast<int>(128 / sizeof(T));
+// Dot products keep four vectors of partial sums (GCC/Clang vector
+// extensions, METAREC_ADAPT_VBYTES wide: 16 for the baseline, 32 for AVX2,
+// 64 for AVX-512, set by the including translation unit), so the multiply-add
+// latency chains overlap, then add the lanes in a fixed tree: the order
+// depends only on d and the level, never on threads.
+#ifndef METAREC_ADAPT_VBYTES
+#error "define METAREC_ADAPT_VBYTES before including adapt_kernel_impl.h"
+#endif
 
 template <class T>
-inline T tree_sum(T* acc) {
-    constexpr int L = kLanes<T>;
-#pragma GCC unroll 8
-    for (int w = L / 2; w >= 1; w /= 2) {
-#pragma omp simd
-        for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-    }
-    return acc[0];
+struct Vec;
+template <>
+struct Vec<float> {
+    typedef float V __attribute__((vector_size(METAREC_ADAPT_VBYTES), aligned(4), __may_alias__));
+    typedef float V32 __attribute__((vector_size(32)));
+    typedef float V16 __attribute__((vector_size(16)));
+    static METAREC_ADAPT_INLINE float finish(V16 q) { return (q[0] + q[2]) + (q[1] + q[3]); }
+};
+template <>
+struct Vec<double> {
+    typedef double V __attribute__((vector_size(METAREC_ADAPT_VBYTES), aligned(8), __may_alias__));
+    typedef double V32 __attribute__((vector_size(32)));
+    typedef double V16 __attribute__((vector_size(16)));
+    static METAREC_ADAPT_INLINE double finish(V16 q) { return q[0] + q[1]; }
+};
+
+template <class T>
+constexpr std::int64_t kLanes = static_cast<std::int64_t>(METAREC_ADAPT_VBYTES / sizeof(T));
+
+template <class T>
+METAREC_ADAPT_INLINE typename Vec<T>::V vload(const T* p) {
+    // An unaligned vector load (the typedef is 4/8-byte aligned and may alias T).
+    return *reinterpret_cast<const typename Vec<T>::V*>(p);
+}
+
+// Horizontal sum in a fixed tree: halve the vector down to 16 bytes, then
+// Vec<T>::finish.
+template <class T, class Wide, class Narrow>
+METAREC_ADAPT_INLINE Narrow halve(const Wide& v) {
+    Narrow lo, hi;
+    __builtin_memcpy(&lo, &v, sizeof(lo));
+    __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return lo + hi;
 }
 
 template <class T>
-inline T dot(const T* __restrict a, const T* __restrict b, std::int64_t d) {
-    constexpr int L = kLanes<T>;
-    T acc[L] = {};
+METAREC_ADAPT_INLINE T hsum(typename Vec<T>::V v) {
+    using V32 = typename Vec<T>::V32;
+    using V16 = typename Vec<T>::V16;
+#if METAREC_ADAPT_VBYTES == 64
+    return Vec<T>::finish(halve<T, V32, V16>(halve<T, typename Vec<T>::V, V32>(v)));
+#elif METAREC_ADAPT_VBYTES == 32
+    return Vec<T>::finish(halve<T, typename Vec<T>::V, V16>(v));
+#else
+    (void)sizeof(V32);
+    V16 q;
+    __builtin_memcpy(&q, &v, sizeof(q));
+    return Vec<T>::finish(q);
+#endif
+}
+
+template <class T>
+METAREC_ADAPT_INLINE T dot(const T* __restrict a, const T* __restrict b, std::int64_t d) {
+    using V = typename Vec<T>::V;
+    constexpr std::int64_t L = kLanes<T>;
+    V acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
     std::int64_t k = 0;
-    for (; k + L <= d; k += L) {
-#pragma omp simd
-        for (int l = 0; l < L; ++l) acc[l] += a[k + l] * b[k + l];
+    for (; k + 4 * L <= d; k += 4 * L) {
+        acc0 += vload(a + k) * vload(b + k);
+        acc1 += vload(a + k + L) * vload(b + k + L);
+        acc2 += vload(a + k + 2 * L) * vload(b + k + 2 * L);
+        acc3 += vload(a + k + 3 * L) * vload(b + k + 3 * L);
     }
+    for (; k + L <= d; k += L) acc0 += vload(a + k) * vload(b + k);
     T tail = 0;
     for (; k < d; ++k) tail += a[k] * b[k];
-    return tree_sum(acc) + tail;
+    return hsum<T>((acc0 + acc1) + (acc2 + acc3)) + tail;
 }
 
 // Two dot products with the same h in one pass: a . h and b . h.
 template <class T>
-inline void dot2(const T* __restrict a, const T* __restrict b, const T* __restrict h, std::int64_t d,
-                 T& ra, T& rb) {
-    constexpr int L = kLanes<T>;
-    T acc_a[L] = {}, acc_b[L] = {};
+METAREC_ADAPT_INLINE void dot2(const T* __restrict a, const T* __restrict b, const T* __restrict h,
+                               std::int64_t d, T& ra, T& rb) {
+    using V = typename Vec<T>::V;
+    constexpr std::int64_t L = kLanes<T>;
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
     std::int64_t k = 0;
+    for (; k + 4 * L <= d; k += 4 * L) {
+        const V h0 = vload(h + k), h1 = vload(h + k + L);
+        const V h2 = vload(h + k + 2 * L), h3 = vload(h + k + 3 * L);
+        a0 += vload(a + k) * h0;
+        a1 += vload(a + k + L) * h1;
+        a2 += vload(a + k + 2 * L) * h2;
+        a3 += vload(a + k + 3 * L) * h3;
+        b0 += vload(b + k) * h0;
+        b1 += vload(b + k + L) * h1;
+        b2 += vload(b + k + 2 * L) * h2;
+        b3 += vload(b + k + 3 * L) * h3;
+    }
     for (; k + L <= d; k += L) {
-#pragma omp simd
-        for (int l = 0; l < L; ++l) {
-            acc_a[l] += a[k + l] * h[k + l];
-            acc_b[l] += b[k + l] * h[k + l];
-        }
+        const V h0 = vload(h + k);
+        a0 += vload(a + k) * h0;
+        b0 += vload(b + k) * h0;
     }
     T tail_a = 0, tail_b = 0;
     for (; k < d; ++k) {
         tail_a += a[k] * h[k];
         tail_b += b[k] * h[k];
     }
-    ra = tree_sum(acc_a) + tail_a;
-    rb = tree_sum(acc_b) + tail_b;
+    ra = hsum<T>((a0 + a1) + (a2 + a3)) + tail_a;
+    rb = hsum<T>((b0 + b1) + (b2 + b3)) + tail_b;
 }
 
 template <class T>
