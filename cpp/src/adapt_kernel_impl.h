@@ -70,11 +70,13 @@ METAREC_ADAPT_INLINE typename Vec<T>::V vload(const T* p) {
 
 // Horizontal sum in a fixed tree: halve the vector down to 16 bytes, then
 // Vec<T>::finish.
-template <class T, class Wide, class Narrow>
-METAREC_ADAPT_INLINE Narrow halve(const Wide& v) {
+// (The wide vector is passed by address: its typedef's reduced alignment
+// would be lost as a template argument.)
+template <class Narrow>
+METAREC_ADAPT_INLINE Narrow halve(const void* v) {
     Narrow lo, hi;
-    __builtin_memcpy(&lo, &v, sizeof(lo));
-    __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    __builtin_memcpy(&lo, v, sizeof(lo));
+    __builtin_memcpy(&hi, static_cast<const char*>(v) + sizeof(lo), sizeof(hi));
     return lo + hi;
 }
 
@@ -83,9 +85,11 @@ METAREC_ADAPT_INLINE T hsum(typename Vec<T>::V v) {
     using V32 = typename Vec<T>::V32;
     using V16 = typename Vec<T>::V16;
 #if METAREC_ADAPT_VBYTES == 64
-    return Vec<T>::finish(halve<T, V32, V16>(halve<T, typename Vec<T>::V, V32>(v)));
+    const V32 h = halve<V32>(&v);
+    return Vec<T>::finish(halve<V16>(&h));
 #elif METAREC_ADAPT_VBYTES == 32
-    return Vec<T>::finish(halve<T, typename Vec<T>::V, V16>(v));
+    (void)sizeof(V32);
+    return Vec<T>::finish(halve<V16>(&v));
 #else
     (void)sizeof(V32);
     V16 q;
