@@ -24,7 +24,7 @@ struct UserKernels {
     // Users [begin, end): writes user_theta and user_alpha rows ([n_users, d+1],
     // fully overwritten) and, when `second`, the support entries' body
     // gradients entry_h [nnz_s, d] / entry_c [nnz_s] (fully overwritten).
-    // scratch: 3 * (d + 1) + d entries.
+    // scratch: at least 3 * (d + 1) entries.
     void (*backward)(const LinearHeadBatch<T>& bt, const T* trajectory, const T* grad_query_pred,
                      bool second, bool alpha_grad, std::int64_t begin, std::int64_t end, T* scratch,
                      T* entry_h, T* entry_c, T* user_theta, T* user_alpha) = nullptr;
