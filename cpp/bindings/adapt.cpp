@@ -4,11 +4,17 @@
 #include <string>
 
 #include "common.h"
+#include "metarec/simd.h"
 
 namespace py = pybind11;
 using metarec_py::carray;
 
 namespace {
+
+// '' = the active level; 'generic'/'avx2'/'avx512' force one (testing).
+metarec::simd::Level level_arg(const std::string& simd) {
+    return simd.empty() ? metarec::simd::active_level() : metarec::simd::parse_level(simd);
+}
 
 template <class T>
 metarec::LinearHeadBatch<T> make_batch(const carray<T>& H, const carray<T>& c,
@@ -76,14 +82,18 @@ void bind_for(py::module_& m) {
            const carray<std::int64_t>& s_items, const carray<T>& s_targets,
            const carray<std::int64_t>& q_indptr, const carray<std::int64_t>& q_items,
            const carray<T>& p0, const carray<T>& b0, bool per_user_theta0, const carray<T>& alpha_p,
-           T alpha_b, int steps, T l2, const std::string& loss, int num_threads) {
+           T alpha_b, int steps, T l2, const std::string& loss, int num_threads,
+           const std::string& simd) {
             auto b = make_batch<T>(H, c, s_indptr, s_items, s_targets, q_indptr, q_items, p0, b0,
                                    per_user_theta0, alpha_p, alpha_b, steps, l2, loss);
+            const auto level = level_arg(simd);
             auto traj = metarec_py::empty<T>({b.n_users, steps + 1, b.d + 1});
             auto pred = metarec_py::empty<T>({q_items.size()});
             T* traj_ptr = traj.mutable_data();
             T* pred_ptr = pred.mutable_data();
-            metarec_py::without_gil([&] { metarec::linear_head_forward<T>(b, traj_ptr, pred_ptr, num_threads); });
+            metarec_py::without_gil([&] {
+                metarec::linear_head_forward<T>(b, traj_ptr, pred_ptr, num_threads, level);
+            });
             return py::make_tuple(traj, pred);
         },
         py::arg("H").noconvert(), py::arg("c").noconvert(), py::arg("support_indptr").noconvert(),
@@ -91,8 +101,9 @@ void bind_for(py::module_& m) {
         py::arg("query_indptr").noconvert(), py::arg("query_items").noconvert(),
         py::arg("p0").noconvert(), py::arg("b0").noconvert(), py::arg("per_user_theta0"),
         py::arg("alpha_p").noconvert(), py::arg("alpha_b"), py::arg("steps"), py::arg("l2"),
-        py::arg("loss"), py::arg("num_threads") = 0,
-        "Inner loop forward: (trajectory [n_users, steps+1, d+1], query predictions).");
+        py::arg("loss"), py::arg("num_threads") = 0, py::arg("simd") = "",
+        "Inner loop forward: (trajectory [n_users, steps+1, d+1], query predictions). "
+        "simd='' uses the active level; 'generic'/'avx2'/'avx512' force one (testing).");
 
     m.def(
         "linear_head_backward",
@@ -101,7 +112,8 @@ void bind_for(py::module_& m) {
            const carray<std::int64_t>& q_indptr, const carray<std::int64_t>& q_items,
            const carray<T>& p0, const carray<T>& b0, bool per_user_theta0, const carray<T>& alpha_p,
            T alpha_b, int steps, T l2, const std::string& loss, const carray<T>& trajectory,
-           const carray<T>& grad_query_pred, bool second_order, bool alpha_grad, int num_threads) {
+           const carray<T>& grad_query_pred, bool second_order, bool alpha_grad, int num_threads,
+           const std::string& simd) {
             auto b = make_batch<T>(H, c, s_indptr, s_items, s_targets, q_indptr, q_items, p0, b0,
                                    per_user_theta0, alpha_p, alpha_b, steps, l2, loss);
             if (trajectory.size() != b.n_users * (steps + 1) * (b.d + 1)) {
@@ -110,10 +122,11 @@ void bind_for(py::module_& m) {
             if (grad_query_pred.size() != q_items.size()) {
                 throw std::invalid_argument("grad_query_pred must have one entry per query item");
             }
+            const auto level = level_arg(simd);
             const auto order = second_order ? metarec::AdaptOrder::second : metarec::AdaptOrder::first;
             metarec::LinearHeadGrads<T> g = metarec_py::without_gil([&] {
                 return metarec::linear_head_backward<T>(b, trajectory.data(), grad_query_pred.data(),
-                                                        order, alpha_grad, num_threads);
+                                                        order, alpha_grad, num_threads, level);
             });
             const py::ssize_t n_theta = per_user_theta0 ? b.n_users : 1;
             const py::ssize_t n_alpha = static_cast<py::ssize_t>(g.alpha_p.size());
@@ -133,7 +146,9 @@ void bind_for(py::module_& m) {
         py::arg("alpha_p").noconvert(), py::arg("alpha_b"), py::arg("steps"), py::arg("l2"),
         py::arg("loss"), py::arg("trajectory").noconvert(), py::arg("grad_query_pred").noconvert(),
         py::arg("second_order"), py::arg("alpha_grad") = true, py::arg("num_threads") = 0,
-        "Exact gradients of sum(grad_query_pred * query_pred) for theta_0, alpha, H and c.");
+        py::arg("simd") = "",
+        "Exact gradients of sum(grad_query_pred * query_pred) for theta_0, alpha, H and c. "
+        "simd='' uses the active level; 'generic'/'avx2'/'avx512' force one (testing).");
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "metarec/simd.h"
+
 namespace metarec {
 
 enum class AdaptLoss { mse = 0, logistic = 1 };
@@ -53,9 +55,17 @@ struct LinearHeadBatch {
 
 // Forward: trajectory [n_users, steps + 1, d + 1] (theta_t = (p_t, b_t)) and
 // query predictions [nnz(query)] at theta_T.
+//
+// The per-user loops run at simd::active_level(), or at an explicit `level`
+// (throws std::invalid_argument when the CPU lacks it). Results are identical
+// for any thread count at a given level, and equal up to rounding between
+// levels.
 template <class T>
 void linear_head_forward(const LinearHeadBatch<T>& batch, T* trajectory, T* query_pred,
                          int num_threads);
+template <class T>
+void linear_head_forward(const LinearHeadBatch<T>& batch, T* trajectory, T* query_pred,
+                         int num_threads, simd::Level level);
 
 template <class T>
 struct LinearHeadGrads {
@@ -75,5 +85,9 @@ template <class T>
 LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& batch, const T* trajectory,
                                         const T* grad_query_pred, AdaptOrder order,
                                         bool alpha_grad, int num_threads);
+template <class T>
+LinearHeadGrads<T> linear_head_backward(const LinearHeadBatch<T>& batch, const T* trajectory,
+                                        const T* grad_query_pred, AdaptOrder order,
+                                        bool alpha_grad, int num_threads, simd::Level level);
 
 }  // namespace metarec
