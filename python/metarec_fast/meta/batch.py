@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 
@@ -164,7 +165,15 @@ class TaskBatch:
                 mask[row, : len(it)] = 1.0
             return items, ratings, mask
 
+        def csr(sets: list[tuple[list[int], list[float]]], prefix: str) -> dict[str, np.ndarray]:
+            lengths = [len(items) for items, _ in sets]
+            return {
+                f"{prefix}_indptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                f"{prefix}_items": np.asarray([i for items, _ in sets for i in items], dtype=np.int64),
+                f"{prefix}_targets": np.asarray([r for _, rt in sets for r in rt], dtype=np.float64),
+            }
+
         s = pad(support)
         q = pad(query)
         u = torch.as_tensor(users, dtype=torch.int64) if users is not None else None
-        return cls(*s, *q, users=u)
+        return cls(*s, *q, users=u, csr={**csr(support, "s"), **csr(query, "q")})
