@@ -29,14 +29,13 @@ import datetime
 import hashlib
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .meta.trainer import DivergenceError, MetaTrainer
+from .meta.trainer import MetaTrainer
 
 logger = logging.getLogger("metarec_fast")
 
@@ -267,13 +266,7 @@ class DistributedMetaTrainer(MetaTrainer):
             if reptile:
                 g = g + flat[sur_start + starts[i]:sur_start + starts[i + 1]] / max(g_n, 1.0)
             p.grad = g.reshape(p.shape).to(p.dtype) if tail[i] > 0 else None
-        loss = g_loss * scale
-        if not math.isfinite(loss):
-            raise DivergenceError(f"meta-loss is {loss} at epoch {self.epoch + 1}")
-        if self.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.clip_grad)
-        self.optimizer.step()
-        return loss
+        return self._apply_meta_gradient(g_loss * scale)
 
     def _local_backward(self, batch: Any, reptile: bool) -> tuple[float, float, list[Any]]:
         """Backward of the slice's loss *sum* into ``.grad`` (Reptile's surrogate sum separately)."""

@@ -159,7 +159,10 @@ class MetaTrainer:
     def step(self, batch: TaskBatch) -> float:
         """One outer step on ``batch``; returns the meta-loss before the step."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.learner.meta_backward(batch)
+        return self._apply_meta_gradient(self.learner.meta_backward(batch))
+
+    def _apply_meta_gradient(self, loss: float) -> float:
+        """With the meta-gradient in ``.grad``: divergence check, clipping, optimiser step."""
         if not math.isfinite(loss):
             raise DivergenceError(f"meta-loss is {loss} at epoch {self.epoch + 1}")
         if self.clip_grad is not None:
