@@ -9,25 +9,14 @@ import numpy as np
 import torch
 
 from metarec_fast.distributed import DistributedMetaTrainer, init_distributed, recommend_sharded
-from metarec_fast.meta import MetaTrainer, TaskBatch
+from metarec_fast.meta import MetaTrainer
 from metarec_fast.models import MetaMF
 
-N_ITEMS, DIM = 60, 3
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from linear_tasks import DIM, N_ITEMS, linear_tasks as shared_linear_tasks  # noqa: E402
 
 def linear_tasks(n_tasks, seed, dtype=torch.float64):
-    g = np.random.default_rng(seed)
-    H = np.random.default_rng(123).normal(size=(N_ITEMS, DIM))
-    centre = np.array([1.0, -0.5, 0.5])
-    sup, qry = [], []
-    for t in range(n_tasks):
-        p = centre + 0.3 * g.normal(size=DIM)
-        items = g.choice(N_ITEMS, 15, replace=False)
-        r = H[items] @ p + 3.0
-        n_q = 0 if t % 7 == 3 else 10 - t % 5  # ragged query sets, some empty
-        sup.append((items[:5].tolist(), r[:5].tolist()))
-        qry.append((items[5:5 + n_q].tolist(), r[5:5 + n_q].tolist()))
-    return TaskBatch.from_lists(sup, qry, dtype=dtype)
+    return shared_linear_tasks(n_tasks, seed, dtype, ragged=True)
 
 
 def implicit_tasks():

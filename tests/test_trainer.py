@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from metarec_fast.meta import DivergenceError, MetaTrainer, TaskBatch  # noqa: E402
+from metarec_fast.meta import DivergenceError, MetaTrainer  # noqa: E402
 from metarec_fast.models import MetaMF  # noqa: E402
 
-N_ITEMS, DIM = 60, 3
-
-
-def linear_tasks(n_tasks, seed, dtype=torch.float64):
-    """Users rate by p_u . h_i with p_u around a shared centre."""
-    g = np.random.default_rng(seed)
-    H = np.random.default_rng(123).normal(size=(N_ITEMS, DIM))
-    centre = np.array([1.0, -0.5, 0.5])
-    sup, qry = [], []
-    for _ in range(n_tasks):
-        p = centre + 0.3 * g.normal(size=DIM)
-        items = g.choice(N_ITEMS, 15, replace=False)
-        r = H[items] @ p + 3.0
-        sup.append((items[:5].tolist(), r[:5].tolist()))
-        qry.append((items[5:].tolist(), r[5:].tolist()))
-    return TaskBatch.from_lists(sup, qry, dtype=dtype)
+from linear_tasks import N_ITEMS, DIM, linear_tasks  # noqa: E402
 
 
 def new_trainer(seed=0, algorithm="maml", **kw):
