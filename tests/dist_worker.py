@@ -96,6 +96,10 @@ def main() -> None:
             assert res is None
     else:
         raise SystemExit(f"unknown scenario {scenario}")
+    # Leave together: tearing gloo down at interpreter exit while the peer is
+    # already gone can abort the process (std::terminate in gloo's threads).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
