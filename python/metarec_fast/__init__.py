@@ -15,7 +15,6 @@ from ._config import get_num_threads, set_num_threads, show_config
 
 __version__: str = _core.__version__
 HAS_OPENMP: bool = bool(_core.has_openmp)
-HAS_CUDA: bool = bool(_core.has_cuda)
 
 # Submodules load on first use (PEP 562) so `import metarec_fast` stays light.
 _SUBMODULES = ("baselines", "data", "datasets", "evaluation", "experiments", "meta", "metrics",
@@ -23,6 +22,12 @@ _SUBMODULES = ("baselines", "data", "datasets", "evaluation", "experiments", "me
 
 
 def __getattr__(name: str):
+    if name == "HAS_CUDA":
+        # The CUDA kernels were compiled in (module _cuda) and a device is
+        # present now. Asked lazily: the question loads the CUDA driver.
+        from ._gpu import cuda_available
+
+        return cuda_available()
     if name in _SUBMODULES:
         import importlib
 

@@ -6,7 +6,7 @@ import platform
 import sys
 from typing import Any
 
-from . import _core
+from . import _core, _gpu
 
 
 def set_num_threads(n: int) -> None:
@@ -60,7 +60,7 @@ def config() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "simd_compiled": build["simd_baseline"],
         "simd_in_use": simd() if callable(simd) else build["simd_baseline"],
-        "cuda": bool(_core.has_cuda),
+        **_gpu.info(),
     }
 
 

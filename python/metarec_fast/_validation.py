@@ -29,7 +29,7 @@ def is_torch_tensor(x: Any) -> bool:
 def _tensor_to_numpy(x: Any, name: str) -> np.ndarray:
     if x.device.type != "cpu":
         raise ValueError(
-            f"{name} is on device {x.device}; metarec-fast was built without CUDA, "
+            f"{name} is on device {x.device}, but this function runs on the CPU; "
             "pass a CPU tensor or a numpy array"
         )
     return x.detach().resolve_conj().resolve_neg().numpy()

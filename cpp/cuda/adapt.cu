@@ -1,0 +1,2 @@
+// CUDA adapt kernels (see adapt.h). Placeholder until implemented.
+#include "adapt.h"

@@ -1,0 +1,4 @@
+// CUDA adapt kernels: declarations. Placeholder until implemented.
+#pragma once
+
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// CUDA embedding kernels (see embedding.h). Placeholder until implemented.
+#include "embedding.h"

@@ -1,0 +1,4 @@
+// CUDA embedding kernels: declarations. Placeholder until implemented.
+#pragma once
+
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// CUDA topk kernels (see topk.h). Placeholder until implemented.
+#include "topk.h"

@@ -1,0 +1,4 @@
+// CUDA topk kernels: declarations. Placeholder until implemented.
+#pragma once
+
+#include "common.cuh"
