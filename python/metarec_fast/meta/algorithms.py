@@ -40,7 +40,9 @@ class MetaLearner(nn.Module):
         engine: ``"cpp"`` runs the inner loop and its exact backward in C++
             (linear-head models such as :class:`~metarec_fast.models.MetaMF`
             adapting ``(head_p, head_b)``), ``"torch"`` uses torch.func (any
-            model), ``"auto"`` picks ``"cpp"`` whenever it applies.
+            model), ``"auto"`` picks ``"cpp"`` whenever it applies. On a model
+            whose tensors are on a CUDA device, ``"cpp"`` runs the CUDA kernels
+            (RuntimeError when metarec-fast was built without CUDA).
         task_weighting: how the meta-objective averages the tasks' query losses:
             ``"task"`` (every task counts equally, the usual meta-learning
             objective) or ``"interaction"`` (weighted by query-set size, i.e. the
@@ -164,7 +166,7 @@ class MetaLearner(nn.Module):
     def _reduce(self, losses: torch.Tensor, has_query: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Weighted mean of per-task query losses (see ``task_weighting``)."""
         if self.task_weighting == "interaction":
-            weights = batch.query_mask.sum(-1).to(losses.dtype)
+            weights = batch.query_mask.sum(-1).to(device=losses.device, dtype=losses.dtype)
         else:
             weights = has_query
         return (losses * weights).sum() / weights.sum().clamp_min(1.0)
@@ -180,7 +182,7 @@ class MetaLearner(nn.Module):
         )
         per_entry = pointwise_loss(self.model.loss, pred, target)
         b = batch.n_tasks
-        sums = torch.zeros(b, dtype=pred.dtype).index_add(0, rows, per_entry)
+        sums = torch.zeros(b, dtype=pred.dtype, device=pred.device).index_add(0, rows, per_entry)
         counts = torch.bincount(rows, minlength=b).to(pred.dtype)
         return sums / counts.clamp_min(1.0), (counts > 0).to(pred.dtype)
 

@@ -4,6 +4,12 @@ Forward runs all tasks' inner loops in C++ and returns the query predictions;
 backward returns exact gradients for ``theta_0``, the inner learning rates,
 the item representations ``H`` and the offsets ``c`` (second order, or first
 order for FOMAML / Reptile), so the gradient continues into the body.
+
+When the model's tensors are on a CUDA device, the same Function runs the
+CUDA kernels (:mod:`metarec_fast.ops.adapt`'s ``cuda_linear_head_*``): the
+task CSR arrays move to that device once per batch and everything else stays
+there. Without the CUDA kernels this raises ``RuntimeError`` ("built without
+CUDA"); it never falls back to the CPU.
 """
 
 from __future__ import annotations
@@ -75,6 +81,130 @@ class _LinearHeadFunction(torch.autograd.Function):
         )
 
 
+class _LinearHeadCudaFunction(torch.autograd.Function):
+    """The CUDA twin of :class:`_LinearHeadFunction` (tensors stay on the GPU)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        p0: torch.Tensor,
+        b0: torch.Tensor,
+        alpha_p: torch.Tensor,
+        alpha_b: Any,
+        H: torch.Tensor,
+        c: torch.Tensor,
+        tasks: dict[str, torch.Tensor],
+        steps: int,
+        l2: float,
+        loss: str,
+        second_order: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..ops.adapt import cuda_linear_head_forward
+
+        d = H.shape[1]
+        per_user = p0.ndim == 2
+        args = dict(
+            H=H.detach().contiguous(), c=c.detach().contiguous(), tasks=tasks,
+            p0=p0.detach().reshape(-1, d).contiguous(), b0=b0.detach().reshape(-1).contiguous(),
+            per_user=per_user, alpha_p=alpha_p.detach().reshape(-1).contiguous(),
+            alpha_b=float(alpha_b), steps=steps, l2=l2, loss=loss,
+        )
+        trajectory, pred = cuda_linear_head_forward(**args)
+        ctx.args = args
+        ctx.trajectory = trajectory
+        ctx.meta = (second_order, p0.shape, b0.shape, alpha_p.shape,
+                    alpha_b.shape if torch.is_tensor(alpha_b) else None)
+        ctx.mark_non_differentiable(trajectory)
+        return pred, trajectory
+
+    @staticmethod
+    def backward(ctx: Any, grad_pred: torch.Tensor, _grad_traj: Any):  # type: ignore[override]
+        from ..ops.adapt import cuda_linear_head_backward
+
+        second_order, p_shape, b_shape, a_shape, ab_shape = ctx.meta
+        alpha_grad = bool(ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
+        g = cuda_linear_head_backward(**ctx.args, trajectory=ctx.trajectory, grad_query_pred=grad_pred,
+                                      second_order=second_order, alpha_grad=alpha_grad)
+        return (
+            g["p0"].reshape(p_shape),
+            g["b0"].reshape(b_shape),
+            g["alpha_p"].reshape(a_shape) if ctx.needs_input_grad[2] else None,
+            g["alpha_b"].reshape(ab_shape) if ctx.needs_input_grad[3] else None,
+            g["H"],
+            g["c"],
+            None, None, None, None, None,
+        )
+
+
+def _on_cuda(H: torch.Tensor) -> bool:
+    """Whether the CUDA kernels run: the model's item representations are on a GPU."""
+    return bool(H.is_cuda)
+
+
+def _cuda_inputs(p0: torch.Tensor, b0: torch.Tensor, alpha_p: Any, alpha_b: Any, H: torch.Tensor,
+                 c: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Checks that every tensor is on H's device with H's dtype (never moved
+    silently); the learning rates as a tensor there (alpha_b may stay a float)."""
+    from .. import _gpu
+
+    _gpu.cuda_module()  # RuntimeError "built without CUDA" before anything else
+    device, dtype = H.device, H.dtype
+    named = {"p0": p0, "b0": b0, "c": c, "alpha_p": alpha_p, "alpha_b": alpha_b}
+    for name, t in named.items():
+        if not torch.is_tensor(t):
+            continue
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the item representations H are on {device}; "
+                             "move the whole model (and the learner) to one device")
+        if t.dtype != dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but H has {dtype}")
+    if not torch.is_tensor(alpha_p):
+        alpha_p = torch.full((), float(alpha_p), dtype=dtype, device=device)
+    return alpha_p, alpha_b
+
+
+def batch_to_device_csr(batch: TaskBatch, dtype: torch.dtype,
+                        device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`batch_to_csr` for the CUDA engine: the CSR arrays (and each query
+    entry's task index) as tensors on ``device``, built once per batch and
+    device (cached on the batch; a TaskBatch is not modified in place)."""
+    key = (str(device), dtype)
+    cached = batch.__dict__.get("_device_csr")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if batch.csr is not None:  # one copy for the ids, one for the targets
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        csr = batch.csr
+        int_parts = [np.asarray(csr[k], dtype=np.int64) for k in ("s_indptr", "s_items", "q_indptr", "q_items")]
+        lengths = np.diff(int_parts[2])
+        int_parts.append(np.repeat(np.arange(batch.n_tasks, dtype=np.int64), lengths))
+        ints = torch.from_numpy(np.concatenate(int_parts)).to(device)
+        float_parts = [np.asarray(csr[k], dtype=np_dtype) for k in ("s_targets", "q_targets")]
+        floats = torch.from_numpy(np.concatenate(float_parts)).to(device)
+        sizes = [len(a) for a in int_parts]
+        s_indptr, s_items, q_indptr, q_items, q_rows = torch.split(ints, sizes)
+        s_targets, q_targets = torch.split(floats, [len(a) for a in float_parts])
+        out = {"s_indptr": s_indptr, "s_items": s_items, "s_targets": s_targets,
+               "q_indptr": q_indptr, "q_items": q_items, "q_targets": q_targets}
+    else:  # un-pad where the padded tensors are, then move
+        out = {}
+        q_rows = None
+        for side, prefix in (("support", "s"), ("query", "q")):
+            mask = getattr(batch, f"{side}_mask") > 0
+            counts = mask.sum(1)
+            indptr = torch.zeros(batch.n_tasks + 1, dtype=torch.int64, device=mask.device)
+            indptr[1:] = torch.cumsum(counts, 0)
+            out[f"{prefix}_indptr"] = indptr.to(device)
+            out[f"{prefix}_items"] = getattr(batch, f"{side}_items")[mask].to(device=device, dtype=torch.int64)
+            out[f"{prefix}_targets"] = getattr(batch, f"{side}_ratings")[mask].to(device=device, dtype=dtype)
+            if side == "query":
+                q_rows = torch.repeat_interleave(torch.arange(batch.n_tasks, device=mask.device), counts)
+        q_rows = q_rows.to(device)
+    out = {k: v.contiguous() for k, v in out.items()}
+    batch.__dict__["_device_csr"] = (key, (out, q_rows))
+    return out, q_rows
+
+
 def batch_to_csr(batch: TaskBatch, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Padded task batch -> CSR arrays for the kernel, plus each query entry's task index."""
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
@@ -120,6 +250,13 @@ def linear_head_query_predictions(
     ``p0``/``b0`` are shared (``[d]``, ``[]``) or per task (``[B, d]``, ``[B]``).
     """
     dtype = H.dtype
+    if _on_cuda(H):
+        alpha_p, alpha_b = _cuda_inputs(p0, b0, alpha_p, alpha_b, H, c)
+        tasks, q_rows = batch_to_device_csr(batch, dtype, H.device)
+        pred, _ = _LinearHeadCudaFunction.apply(
+            p0, b0, alpha_p, alpha_b, H, c, tasks, steps, float(l2), loss, second_order,
+        )
+        return pred, tasks["q_targets"], q_rows
     tasks, q_rows = batch_to_csr(batch, dtype)
     alpha_p = torch.as_tensor(alpha_p, dtype=dtype)
     alpha_b = torch.as_tensor(alpha_b, dtype=dtype)
@@ -137,6 +274,17 @@ def linear_head_trajectory(
 ) -> torch.Tensor:
     """``[B, steps + 1, d + 1]``: every task's ``theta_t`` (no gradient)."""
     dtype = H.dtype
+    if _on_cuda(H):
+        from ..ops.adapt import cuda_linear_head_forward
+
+        alpha_p, alpha_b = _cuda_inputs(p0, b0, alpha_p, alpha_b, H, c)
+        tasks, _ = batch_to_device_csr(batch, dtype, H.device)
+        d = H.shape[1]
+        traj, _ = cuda_linear_head_forward(
+            H.detach().contiguous(), c.detach().contiguous(), tasks,
+            p0.detach().reshape(-1, d).contiguous(), b0.detach().reshape(-1).contiguous(), p0.ndim == 2,
+            alpha_p.detach().reshape(-1).contiguous(), float(alpha_b), steps, float(l2), loss)
+        return traj
     tasks, _ = batch_to_csr(batch, dtype)
     alpha_p = torch.as_tensor(alpha_p, dtype=dtype)
     _, traj = _LinearHeadFunction.apply(

@@ -180,13 +180,22 @@ class MetaTrainer:
 
         With ``negatives``/``support_negatives``, a TaskSet's batch gets sampled
         negatives (drawn with ``random_state``, default the trainer's generator).
+        The batch is on the model's device.
         """
         if isinstance(tasks, TaskBatch):
-            return tasks.select(idx)
+            return self._on_model_device(tasks.select(idx))
         batch = TaskBatch.from_tasks(tasks, idx, dtype=self.dtype, user_features=self.user_features)
         if not (self.negatives or self.support_negatives):
-            return batch
-        return self._with_negatives(tasks, idx, batch, self.rng if random_state is None else random_state)
+            return self._on_model_device(batch)
+        batch = self._with_negatives(tasks, idx, batch, self.rng if random_state is None else random_state)
+        return self._on_model_device(batch)
+
+    def _on_model_device(self, batch: TaskBatch) -> TaskBatch:
+        """The batch on the model's device (batches are built on the CPU; a model
+        moved to a GPU gets its batches there, and engine="cpp" then runs the
+        CUDA kernels)."""
+        device = next(self.model.parameters()).device
+        return batch if device.type == "cpu" else batch.to(device)
 
     def _with_negatives(self, tasks: Any, idx: Any, batch: TaskBatch, rng: Any) -> TaskBatch:
         from ..data.sampling import sample_negatives
