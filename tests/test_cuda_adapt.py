@@ -504,6 +504,26 @@ def test_public_op_plumbing(host_cuda):
         np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(want, name), err_msg=name)
 
 
+def test_public_op_plumbing_with_device_tensors(host_cuda, monkeypatch):
+    # CPU tensors play CUDA tensors: the CSR stays a tensor tuple (checked by the kernels).
+    monkeypatch.setattr(_gpu, "is_cuda_tensor", lambda x: torch.is_tensor(x))
+    pb = problem(3, per_user=False, per_param=True)
+    t = torch.from_numpy
+    support = (pb["s_indptr"], pb["s_items"], pb["s_targets"])
+    query = (pb["q_indptr"], pb["q_items"])
+    want = linear_head_adapt(pb["H"], pb["c"], support, pb["p0"][0], pb["b0"][0], alpha=pb["alpha_p"],
+                             alpha_b=0.1, steps=3, query=query)
+    got = adapt_ops._adapt_cuda(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]),
+                                t(pb["b0"][:1]), t(pb["alpha_p"]), None if pb["alpha_p"].size == 1 else 0.1,
+                                3, 0.0, "mse", tuple(map(t, query)), torch.device("cpu"))
+    for name in ("p", "b", "query_pred", "trajectory"):
+        np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(want, name), err_msg=name)
+    with pytest.raises(ValueError, match="query.indptr must have"):
+        adapt_ops._adapt_cuda(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]), 0.0, 0.1,
+                              None, 1, 0.0, "mse", (t(pb["q_indptr"][:-1]), t(pb["q_items"])),
+                              torch.device("cpu"))
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd"])
 def test_engine_plumbing_matches_the_cpu_engine(algorithm, monkeypatch):
     batch = linear_tasks(20, 1, ragged=True)

@@ -151,7 +151,8 @@ def _n_rows(x: Any) -> int:
     if hasattr(x, "shape") and hasattr(x, "indptr"):
         return int(x.shape[0])
     if isinstance(x, tuple) and len(x) >= 2:
-        return int(np.asarray(x[0]).shape[0]) - 1
+        indptr = x[0] if hasattr(x[0], "shape") else np.asarray(x[0])  # CUDA tensors stay put
+        return int(indptr.shape[0]) - 1
     raise TypeError(
         f"support must be a scipy.sparse CSR matrix or an (indptr, items, targets) tuple, "
         f"got {type(x).__name__}"
