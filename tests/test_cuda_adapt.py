@@ -364,6 +364,12 @@ def test_device_cuda_without_the_module_raises(without_cuda, device):
         linear_head_adapt(*_small_inputs(), steps=2, device=device)
 
 
+@pytest.mark.skipif(_gpu.built_with_cuda(), reason="this build has the CUDA module")
+def test_device_cuda_in_a_cpu_build_raises():
+    with pytest.raises(RuntimeError, match="built without CUDA"):
+        linear_head_adapt(*_small_inputs(), steps=2, device="cuda")
+
+
 def test_cpp_engine_on_a_cuda_model_without_the_module_raises(without_cuda, monkeypatch):
     monkeypatch.setattr(cpp_engine, "_on_cuda", lambda H: True)
     learner = _learner("maml")
