@@ -617,3 +617,168 @@ def test_emulated_launchers_have_the_real_signatures():
         fake_params = list(inspect.signature(getattr(fake, name)).parameters)
         assert real_params == fake_params, name
     assert real.embedding_group_layout(5) == {**_layout(5), "words": 37}
+
+
+# ---------------------------------------------------------------------------
+# Everywhere (Linux + a C++ compiler): the CUDA kernels themselves, emulated on
+# the host. tests/cuda_emulation/embedding_emulator.cpp compiles the device
+# code of cpp/cuda/embedding_kernels.cuh with g++ and runs every thread of
+# every block in turn (exact: the kernels never communicate between threads),
+# so the kernels' indexing, vector widths, thread groups, grid-stride loops,
+# workspace layout and summation order are checked against the CPU kernels,
+# bit for bit, without a GPU.
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+_I64 = ctypes.c_int64
+_P = ctypes.c_void_p
+_INT = ctypes.c_int
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    import shutil
+    import subprocess
+    import sys
+
+    src = _ROOT / "tests" / "cuda_emulation" / "embedding_emulator.cpp"
+    inc = _ROOT / "cpp" / "cuda"
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not sys.platform.startswith("linux") or cxx is None or not (inc / "embedding_kernels.cuh").exists():
+        pytest.skip("needs Linux, a C++ compiler and the source tree")
+    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "embedding_emulator.so"
+    subprocess.run(
+        [cxx, "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wno-unknown-pragmas",
+         f"-I{inc}", str(src), "-o", str(lib_path)],
+        check=True, timeout=300,
+    )
+    lib = ctypes.CDLL(str(lib_path))
+    lib.emu_gather.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT]
+    lib.emu_forward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _I64, _P, _INT, _P, _INT]
+    lib.emu_group.argtypes = [_P, _I64, _P, _I64, _I64, _P, _INT]
+    lib.emu_backward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT, _P, _I64, _INT, _I64, _P, _INT]
+    lib.emu_weight_grad.argtypes = [_INT, _P, _I64, _P, _I64, _I64, _P, _I64, _P, _P, _INT]
+    return lib
+
+
+def _a(x):
+    return None if x is None else x.ctypes.data
+
+
+def _f64(x):
+    return int(x.dtype == np.float64)
+
+
+def _misaligned(a):
+    """A copy of ``a`` whose data starts one element past an allocation (breaks 16-byte alignment)."""
+    buf = np.empty(a.size + 1, a.dtype)
+    out = buf[1:].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def emu_gather(lib, table, ids, blocks=0):
+    out = np.full((len(ids), table.shape[1]), np.nan, table.dtype)
+    lib.emu_gather(_f64(table), _a(table), table.shape[0], table.shape[1], _a(ids), len(ids), _a(out), blocks)
+    return out
+
+
+def emu_forward(lib, table, ids, offsets, weights, mode, blocks=0, out=None):
+    out = np.full((len(offsets), table.shape[1]), np.nan, table.dtype) if out is None else out
+    lib.emu_forward(_f64(table), _a(table), table.shape[0], table.shape[1], _a(ids), len(ids), _a(offsets),
+                    len(offsets), _a(weights), mode == "mean", _a(out), blocks)
+    return out
+
+
+def emu_group(lib, ids, offsets, num_rows, blocks=0):
+    n = len(ids)
+    ws = np.full(7 * n + 2, -7, np.int64)
+    lib.emu_group(_a(ids), n, _a(offsets), len(offsets), num_rows, _a(ws), blocks)
+    return ws
+
+
+def emu_backward(lib, grad_out, ids, offsets, num_rows, weights, mode, sparse, blocks=0):
+    n, d = len(ids), grad_out.shape[1]
+    ws = emu_group(lib, ids, offsets, num_rows, blocks)
+    if sparse:
+        n_unique = int(ws[7 * n + 1])
+        rows = ws[5 * n: 5 * n + n_unique].copy()
+        dest = np.full((n_unique, d), np.nan, grad_out.dtype)
+        lib.emu_backward(_f64(grad_out), _a(grad_out), len(offsets), d, _a(offsets), n, _a(weights),
+                         mode == "mean", _a(ws), n_unique, 0, num_rows, _a(dest), blocks)
+        return rows, dest
+    dest = np.full((num_rows, d), np.nan, grad_out.dtype)
+    lib.emu_backward(_f64(grad_out), _a(grad_out), len(offsets), d, _a(offsets), n, _a(weights),
+                     mode == "mean", _a(ws), n, 1, num_rows, _a(dest), blocks)
+    return dest
+
+
+def emu_weight_grad(lib, grad_out, table, ids, offsets, blocks=0):
+    out = np.full(len(ids), np.nan, table.dtype)
+    lib.emu_weight_grad(_f64(table), _a(grad_out), len(offsets), _a(table), table.shape[0], table.shape[1],
+                        _a(ids), len(ids), _a(offsets), _a(out), blocks)
+    return out
+
+
+EMU_SHAPES = SHAPES + [(500, 2, [3, 9, 1, 0, 4] * 6), (64, 66, [5, 0, 8, 2]), (2, 130, [7, 1, 5])]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("shape", EMU_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
+def test_emulated_kernels_equal_cpu_bitwise(emu, dtype, mode, weighted, shape):
+    num_rows, d, sizes = shape
+    table, ids, offsets, weights, grad_out = problem(num_rows * 7 + d, num_rows, d, sizes, dtype, weighted)
+    cpu_fwd = ops.embedding_bag(table, ids, offsets, weights, mode)
+    cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
+    cpu_rows, cpu_values = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse=True)
+    for blocks in (0, 1, 3):  # the launchers' grid, and tiny grids (grid-stride loops)
+        for tab, g in ((table, grad_out), (_misaligned(table), _misaligned(grad_out))):
+            assert emu_forward(emu, tab, ids, offsets, weights, mode, blocks).tobytes() == cpu_fwd.tobytes()
+            np.testing.assert_array_equal(emu_gather(emu, tab, ids, blocks), table[ids])
+            assert emu_backward(emu, g, ids, offsets, num_rows, weights, mode, False, blocks).tobytes() == \
+                cpu_dense.tobytes()
+            rows, values = emu_backward(emu, g, ids, offsets, num_rows, weights, mode, True, blocks)
+            np.testing.assert_array_equal(rows, cpu_rows)
+            assert values.tobytes() == cpu_values.tobytes()
+            if weighted:
+                wg = emu_weight_grad(emu, g, tab, ids, offsets, blocks)
+                assert wg.tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_emulated_kernels_random_and_hot_rows(emu, seed):
+    rng = np.random.default_rng(seed)
+    for dtype in DTYPES:
+        for mode, weighted in MODES:
+            d = [1, 3, 64, 100][rng.integers(0, 4)]
+            table, ids, offsets, weights, grad_out = problem(seed, 50, d, random_sizes(rng, 120), dtype, weighted)
+            assert emu_forward(emu, table, ids, offsets, weights, mode).tobytes() == \
+                ops.embedding_bag(table, ids, offsets, weights, mode).tobytes()
+            assert emu_backward(emu, grad_out, ids, offsets, 50, weights, mode, False).tobytes() == \
+                ops.embedding_bag_backward(grad_out, ids, offsets, 50, weights, mode).tobytes()
+    # one row looked up thousands of times; a huge table (30 key bits)
+    ids = np.zeros(3000, np.int64)
+    ids[::7] = 3
+    offsets = np.arange(0, 3000, 10, dtype=np.int64)
+    g = rng.standard_normal((len(offsets), 64)).astype(np.float32)
+    for mode in ("sum", "mean"):
+        assert emu_backward(emu, g, ids, offsets, 5, None, mode, False).tobytes() == \
+            ops.embedding_bag_backward(g, ids, offsets, 5, mode=mode).tobytes()
+    r, v = emu_backward(emu, g, ids * 10**8 + 7, offsets, 10**9, None, "sum", True)
+    r_cpu, v_cpu = ops.embedding_bag_backward(g, ids * 10**8 + 7, offsets, 10**9, sparse=True)
+    np.testing.assert_array_equal(r, r_cpu)
+    assert v.tobytes() == v_cpu.tobytes()
+
+
+def test_emulated_kernels_empty_and_bad_ids(emu):
+    t = np.arange(12, dtype=np.float32).reshape(4, 3)
+    e = np.zeros(0, np.int64)
+    assert emu_forward(emu, t, e, np.zeros(2, np.int64), None, "mean").tolist() == [[0.0] * 3] * 2
+    assert emu_forward(emu, t, e, e, None, "sum").shape == (0, 3)
+    assert not emu_backward(emu, np.ones((2, 3), np.float32), e, np.zeros(2, np.int64), 4, None, "sum", False).any()
+    rows, values = emu_backward(emu, np.ones((2, 3), np.float32), e, np.zeros(2, np.int64), 4, None, "sum", True)
+    assert rows.shape == (0,) and values.shape == (0, 3)
+    # ids the Python layer would reject: never read, they contribute nothing
+    out = emu_forward(emu, t, np.array([1, 99, -5, 2], np.int64), np.array([0, 2], np.int64), None, "sum")
+    np.testing.assert_array_equal(out, [t[1], t[2]])
+    np.testing.assert_array_equal(emu_gather(emu, t, np.array([7, 0], np.int64)), [[0, 0, 0], t[0]])
