@@ -37,7 +37,8 @@ def gpu(fn):
 
 
 def on_gpu(x):
-    return None if x is None else torch.from_numpy(np.ascontiguousarray(x)).cuda()
+    # np.array keeps 0-d ids 0-d (np.ascontiguousarray would make them 1-d)
+    return None if x is None else torch.from_numpy(np.array(x)).cuda()
 
 
 def host(x):
@@ -433,6 +434,18 @@ class FakeCuda:
             _view(out, n_bags * dim, dt)[:] = res.reshape(-1)
         return f
 
+    def embedding_check(self, ids, n_ids, num_rows, offsets, n_bags, result, stream, device):
+        self.calls.append("check")
+        i = _view(ids, n_ids, np.int64)
+        o = _view(offsets, n_bags, np.int64)
+        r = _view(result, 4, np.int64)
+        bad = np.flatnonzero((i < 0) | (i >= num_rows))
+        down = np.flatnonzero(o[1:] < o[:-1]) + 1 if n_bags else np.zeros(0, np.int64)
+        r[0] = bad[0] if len(bad) else -1
+        r[1] = down[0] if len(down) else -1
+        if n_bags:
+            r[2], r[3] = o[0], o[-1]
+
     def embedding_group(self, ids, n_ids, offsets, n_bags, num_rows, workspace, stream, device):
         self.calls.append("group")
         lay = self.embedding_group_layout(n_ids)
@@ -610,7 +623,7 @@ def test_emulated_launchers_have_the_real_signatures():
 
     real, fake = _gpu.cuda_module(), FakeCuda()
     names = [n for n in dir(real) if n.startswith("embedding_") and n != "embedding_group_layout"]
-    assert len(names) == 9
+    assert len(names) == 10
     for name in names:
         doc = getattr(real, name).__doc__
         real_params = re.findall(r"(\w+): ", doc.split("->")[0].split("(", 1)[1])
@@ -655,6 +668,7 @@ def emu(tmp_path_factory):
     lib.emu_gather.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT]
     lib.emu_forward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _I64, _P, _INT, _P, _INT]
     lib.emu_group.argtypes = [_P, _I64, _P, _I64, _I64, _P, _INT]
+    lib.emu_check.argtypes = [_P, _I64, _I64, _P, _I64, _P, _INT]
     lib.emu_backward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT, _P, _I64, _INT, _I64, _P, _INT]
     lib.emu_weight_grad.argtypes = [_INT, _P, _I64, _P, _I64, _I64, _P, _I64, _P, _P, _INT]
     return lib
@@ -782,3 +796,25 @@ def test_emulated_kernels_empty_and_bad_ids(emu):
     out = emu_forward(emu, t, np.array([1, 99, -5, 2], np.int64), np.array([0, 2], np.int64), None, "sum")
     np.testing.assert_array_equal(out, [t[1], t[2]])
     np.testing.assert_array_equal(emu_gather(emu, t, np.array([7, 0], np.int64)), [[0, 0, 0], t[0]])
+
+
+def test_emulated_check_kernel(emu):
+    def check(ids, offsets, num_rows, blocks=0):
+        ids = np.asarray(ids, np.int64)
+        offsets = np.asarray(offsets, np.int64)
+        r = np.full(4, 12345, np.int64)
+        emu.emu_check(_a(ids), len(ids), num_rows, _a(offsets) if len(offsets) else None, len(offsets),
+                      _a(r), blocks)
+        return r.tolist() if len(offsets) else r[:2].tolist()
+
+    assert check([1, 2, 3, 4], [0, 2], 10) == [-1, -1, 0, 2]
+    assert check([1, 10, -1, 99], [0, 2], 10) == [1, -1, 0, 2]
+    assert check([1, 2, 3, 4], [1, 3, 2, 2, 0], 10) == [-1, 2, 1, 0]
+    assert check([], [0, 0], 3) == [-1, -1, 0, 0]
+    assert check([5], [], 3) == [0, -1]
+    big = np.zeros(200_000, np.int64)
+    big[150_000], big[190_000], big[70_001] = 77, 55, -2
+    offs = np.arange(0, 200_000, 10)
+    offs[9000] = 5
+    for blocks in (0, 1, 7):
+        assert check(big, offs, 10, blocks) == [70_001, 9000, 0, 199_990]

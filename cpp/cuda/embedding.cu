@@ -123,6 +123,18 @@ void embedding_bag_forward(const T* table, i64 num_rows, i64 dim, const i64* ids
     check_launch("embedding_bag_forward");
 }
 
+void embedding_check(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets, i64 n_bags,
+                     i64* result, cudaStream_t stream, int device) {
+    check_bags(n_ids, n_bags);
+    DeviceGuard guard(device);
+    // all ones: "none found" for the two atomicMin words (-1 as int64)
+    check(cudaMemsetAsync(result, 0xFF, 2 * sizeof(i64), stream), "cudaMemsetAsync");
+    if (n_ids == 0 && n_bags == 0) return;
+    check_kernel<<<blocks_for_items(std::max(n_ids, n_bags)), kBlock, 0, stream>>>(
+        ids, n_ids, num_rows, offsets, n_bags, reinterpret_cast<unsigned long long*>(result));
+    check_launch("embedding_check");
+}
+
 GroupLayout group_layout(i64 n_ids) {
     require(n_ids >= 0, "negative number of ids");
     const i64 n = n_ids;

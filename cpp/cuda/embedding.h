@@ -48,6 +48,15 @@ void embedding_bag_forward(const T* table, std::int64_t num_rows, std::int64_t d
                            const std::int64_t* offsets, std::int64_t n_bags, const T* weights,
                            bool mean, T* out, cudaStream_t stream, int device);
 
+// Input checks for the Python wrappers, in one kernel: writes 4 int64 words
+// to `result` (device): the lowest position of an id outside [0, num_rows)
+// (-1 if none), the lowest b >= 1 with offsets[b] < offsets[b - 1] (-1 if
+// none), offsets[0] and offsets[n_bags - 1] (unwritten when n_bags == 0).
+// `offsets` may be null when n_bags == 0.
+void embedding_check(const std::int64_t* ids, std::int64_t n_ids, std::int64_t num_rows,
+                     const std::int64_t* offsets, std::int64_t n_bags, std::int64_t* result,
+                     cudaStream_t stream, int device);
+
 // ---------------------------------------------------------------------------
 // Backward: two steps sharing one int64 workspace of
 // group_workspace_words(n_ids) words (allocated by the caller on the device).

@@ -163,6 +163,36 @@ __global__ void __launch_bounds__(kBlock)
     }
 }
 
+// Input checks in one pass (the Python wrappers raise the errors):
+// result[0] = lowest position j with ids[j] outside [0, num_rows),
+// result[1] = lowest b >= 1 with offsets[b] < offsets[b - 1] (both stay at
+// their initial all-ones value when there is none; integer atomicMin is
+// order-independent), result[2] = offsets[0], result[3] = offsets[n_bags - 1].
+// Each thread walks its positions in ascending order, so its first hit is its
+// lowest.
+__global__ void __launch_bounds__(kBlock)
+    check_kernel(const i64* __restrict__ ids, i64 n_ids, i64 num_rows,
+                 const i64* __restrict__ offsets, i64 n_bags, unsigned long long* result) {
+    const i64 step = static_cast<i64>(gridDim.x) * blockDim.x;
+    const i64 first = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
+    for (i64 j = first; j < n_ids; j += step) {
+        if (!in_range(ids[j], num_rows)) {
+            atomicMin(&result[0], static_cast<unsigned long long>(j));
+            break;
+        }
+    }
+    for (i64 b = first + 1; b < n_bags; b += step) {
+        if (offsets[b] < offsets[b - 1]) {
+            atomicMin(&result[1], static_cast<unsigned long long>(b));
+            break;
+        }
+    }
+    if (first == 0 && n_bags > 0) {
+        result[2] = static_cast<unsigned long long>(offsets[0]);
+        result[3] = static_cast<unsigned long long>(offsets[n_bags - 1]);
+    }
+}
+
 // iota[j] = j (the sort's values) and bag_of[j] = the bag holding position j:
 // the last b with offsets[b] <= j (empty bags share their start with the next
 // bag, so the last one is the non-empty bag), clamped into [0, n_bags).

@@ -42,6 +42,11 @@ inline float __fdiv_rn(float a, float b) { return a / b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 using std::max;
 using std::min;
+inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
+    const unsigned long long old = *address;
+    if (value < old) *address = value;
+    return old;
+}
 
 #include "embedding_kernels.cuh"
 
@@ -208,6 +213,14 @@ void emu_forward(int f64, const void* table, i64 num_rows, i64 dim, const i64* i
         forward(static_cast<const float*>(table), num_rows, dim, ids, n_ids, offsets, n_bags,
                 static_cast<const float*>(weights), mean != 0, static_cast<float*>(out), blocks);
     }
+}
+
+void emu_check(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets, i64 n_bags,
+               i64* result, int blocks) {
+    result[0] = result[1] = -1;
+    if (n_ids == 0 && n_bags == 0) return;
+    launch(grid(blocks, blocks_for_items(std::max(n_ids, n_bags))), check_kernel, ids, n_ids,
+           num_rows, offsets, n_bags, reinterpret_cast<unsigned long long*>(result));
 }
 
 void emu_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, i64 num_rows, i64* ws,

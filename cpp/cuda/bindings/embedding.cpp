@@ -95,6 +95,22 @@ void bind_cuda_embedding(py::module_& m) {
     bind_float<double>(m, "f64");
 
     m.def(
+        "embedding_check",
+        [](addr ids, i64 n_ids, i64 num_rows, addr offsets, i64 n_bags, addr result, addr stream,
+           int device) {
+            without_gil([&] {
+                metarec::cuda::embedding_check(device_ptr<const i64>(ids), n_ids, num_rows,
+                                               device_ptr<const i64>(offsets), n_bags,
+                                               device_ptr<i64>(result), as_stream(stream),
+                                               device);
+            });
+        },
+        py::arg("ids"), py::arg("n_ids"), py::arg("num_rows"), py::arg("offsets"),
+        py::arg("n_bags"), py::arg("result"), py::arg("stream"), py::arg("device"),
+        "Writes [first bad id position or -1, first decreasing offset or -1, offsets[0], "
+        "offsets[-1]] to the 4-word int64 device buffer `result`.");
+
+    m.def(
         "embedding_group_layout",
         [](i64 n_ids) {
             const metarec::cuda::GroupLayout l = metarec::cuda::group_layout(n_ids);

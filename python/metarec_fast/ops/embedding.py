@@ -389,18 +389,28 @@ def _cuda_index(x: Any, name: str, ndim: Any, dev: Any) -> Tuple[Any, Tuple[int,
     return t, tuple(x.shape)
 
 
-def _raise_bad_id(name: str, ids: Any, n: int) -> None:
+def _cuda_check(flat: Any, num_rows: int, offs: Any, dev: Any) -> Tuple[int, int, int, int]:
+    """One kernel and one synchronisation for every id/offset check:
+    (first bad id position or -1, first decreasing offset or -1, offsets[0], offsets[-1])."""
     import torch
 
-    bad = (ids < 0) | (ids >= n)
-    first = int(torch.nonzero(bad)[0])
-    raise IndexError(f"{name} contains id {int(ids[first])}, outside [0, {n})")
+    n_ids, n_bags = flat.numel(), 0 if offs is None else offs.numel()
+    if n_ids == 0 and n_bags == 0:
+        return -1, -1, 0, 0
+    result = torch.empty(4, dtype=torch.int64, device=dev)
+    _gpu.cuda_module().embedding_check(
+        _gpu.ptr(flat), n_ids, num_rows, _gpu.ptr(offs) if n_bags else 0, n_bags,
+        _gpu.ptr(result), _gpu.stream_handle(dev), dev.index,
+    )
+    bad, down, first, last = result.tolist()
+    return bad, down, (first if n_bags else 0), (last if n_bags else 0)
 
 
 def _check_ids_cuda(ids: Any, n: int, name: str = "ids") -> None:
-    """IndexError naming the first id outside [0, n) (one synchronisation)."""
-    if ids.numel() and bool(((ids < 0) | (ids >= n)).any()):
-        _raise_bad_id(name, ids, n)
+    """IndexError naming the first id outside [0, n), as the CPU path."""
+    bad, _, _, _ = _cuda_check(ids, n, None, ids.device)
+    if bad >= 0:
+        raise IndexError(f"{name} contains id {int(ids[bad])}, outside [0, {n})")
 
 
 def _cuda_bags(ids: Any, offsets: Any, num_rows: int, dev: Any) -> Tuple[Any, Any, Tuple[int, ...]]:
@@ -419,29 +429,21 @@ def _cuda_bags(ids: Any, offsets: Any, num_rows: int, dev: Any) -> Tuple[Any, An
     flat, shape = _cuda_index(ids, "ids", 1, dev)
     offs, _ = _cuda_index(offsets, "offsets", 1, dev)
     n_ids, n_bags = flat.numel(), offs.numel()
-    if n_bags == 0:
-        if n_ids:
-            raise ValueError(f"offsets is empty but ids has {n_ids} entries")
-        return flat, offs, shape
-    # One synchronisation for every check: [offsets[0], any decrease,
-    # offsets[-1], any id out of range].
-    decrease = offs[1:] < offs[:-1]
-    bad_id = (flat < 0) | (flat >= num_rows)
-    first, down, last, out_of_range = torch.stack(
-        [offs[0], decrease.any().to(torch.int64), offs[-1], bad_id.any().to(torch.int64)]
-    ).tolist()
-    if first != 0:
-        raise ValueError(f"offsets must start at 0, got offsets[0] = {int(first)}")
-    if down:
-        b = int(torch.nonzero(decrease)[0]) + 1
-        raise ValueError(
-            f"offsets must be non-decreasing, got offsets[{b}] = {int(offs[b])} "
-            f"< offsets[{b - 1}] = {int(offs[b - 1])}"
-        )
-    if last > n_ids:
-        raise ValueError(f"offsets[{n_bags - 1}] = {int(last)} is beyond len(ids) = {n_ids}")
-    if out_of_range:
-        _raise_bad_id("ids", flat, num_rows)
+    if n_bags == 0 and n_ids:
+        raise ValueError(f"offsets is empty but ids has {n_ids} entries")
+    bad, down, first, last = _cuda_check(flat, num_rows, offs, dev)
+    if n_bags:
+        if first != 0:
+            raise ValueError(f"offsets must start at 0, got offsets[0] = {first}")
+        if down >= 0:
+            raise ValueError(
+                f"offsets must be non-decreasing, got offsets[{down}] = {int(offs[down])} "
+                f"< offsets[{down - 1}] = {int(offs[down - 1])}"
+            )
+        if last > n_ids:
+            raise ValueError(f"offsets[{n_bags - 1}] = {last} is beyond len(ids) = {n_ids}")
+    if bad >= 0:
+        raise IndexError(f"ids contains id {int(flat[bad])}, outside [0, {num_rows})")
     return flat, offs, shape
 
 
