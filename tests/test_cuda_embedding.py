@@ -3,9 +3,14 @@ ascending position order with every multiply and add rounded on its own) and
 the torch / numpy references of tests/test_embedding.py.
 
 The GPU tests (marked ``cuda``) skip without a CUDA build and device. The rest
-run everywhere: the dispatch errors, and the whole Python CUDA branch (input
-checks, workspace layout, sparse sizing) driven through an emulated ``_cuda``
-module that reads and writes the tensors' memory through their addresses.
+run everywhere:
+* the dispatch errors (device strings, built without CUDA);
+* the whole Python CUDA branch (input checks, workspace layout, sparse sizing)
+  driven through an emulated ``_cuda`` module that reads and writes the
+  tensors' memory through their addresses;
+* the CUDA kernels themselves (cpp/cuda/embedding_kernels.cuh) compiled for the
+  host by tests/cuda_emulation/embedding_emulator.cpp, which runs every thread
+  in turn: bit for bit against the CPU kernels, and under AddressSanitizer.
 """
 
 from __future__ import annotations
@@ -647,8 +652,14 @@ _P = ctypes.c_void_p
 _INT = ctypes.c_int
 
 
+_EMU_FLAGS = ["-std=c++17", "-O1", "-ffp-contract=off", "-Wno-unknown-pragmas"]
+
+
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
+def emu_builds(tmp_path_factory):
+    """Compiles the emulator twice, in parallel: a shared library for ctypes and
+    an AddressSanitizer + UBSan stress executable (None if the toolchain has no
+    sanitizers)."""
     import shutil
     import subprocess
     import sys
@@ -658,17 +669,28 @@ def emu(tmp_path_factory):
     cxx = shutil.which("g++") or shutil.which("c++")
     if not sys.platform.startswith("linux") or cxx is None or not (inc / "embedding_kernels.cuh").exists():
         pytest.skip("needs Linux, a C++ compiler and the source tree")
-    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "embedding_emulator.so"
-    subprocess.run(
-        [cxx, "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wno-unknown-pragmas",
-         f"-I{inc}", str(src), "-o", str(lib_path)],
-        check=True, timeout=300,
+    tmp = tmp_path_factory.mktemp("cuda_emulation")
+    lib_path, exe_path = tmp / "embedding_emulator.so", tmp / "embedding_emulator_asan"
+    lib_job = subprocess.Popen([cxx, *_EMU_FLAGS, "-fPIC", "-shared", f"-I{inc}", str(src), "-o", str(lib_path)])
+    exe_job = subprocess.Popen(
+        [cxx, *_EMU_FLAGS, "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-DMETAREC_EMU_MAIN", f"-I{inc}", str(src), "-o", str(exe_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    assert lib_job.wait(timeout=300) == 0, "the emulator does not compile"
+    exe_ok = exe_job.wait(timeout=300) == 0
+    return lib_path, (exe_path if exe_ok else None)
+
+
+@pytest.fixture(scope="module")
+def emu(emu_builds):
+    lib_path, _ = emu_builds
     lib = ctypes.CDLL(str(lib_path))
     lib.emu_gather.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT]
     lib.emu_forward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _I64, _P, _INT, _P, _INT]
     lib.emu_group.argtypes = [_P, _I64, _P, _I64, _I64, _P, _INT]
     lib.emu_check.argtypes = [_P, _I64, _I64, _P, _I64, _P, _INT]
+    lib.emu_misaligned.restype = ctypes.c_longlong
     lib.emu_backward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT, _P, _I64, _INT, _I64, _P, _INT]
     lib.emu_weight_grad.argtypes = [_INT, _P, _I64, _P, _I64, _I64, _P, _I64, _P, _P, _INT]
     return lib
@@ -757,6 +779,7 @@ def test_emulated_kernels_equal_cpu_bitwise(emu, dtype, mode, weighted, shape):
             if weighted:
                 wg = emu_weight_grad(emu, g, tab, ids, offsets, blocks)
                 assert wg.tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+    assert emu.emu_misaligned() == 0  # every vector load/store was aligned to its width
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -818,3 +841,17 @@ def test_emulated_check_kernel(emu):
     offs[9000] = 5
     for blocks in (0, 1, 7):
         assert check(big, offs, 10, blocks) == [70_001, 9000, 0, 199_990]
+
+
+def test_emulated_kernels_under_address_sanitizer(emu_builds):
+    # Random problems (empty bags, rejected ids and offsets, misaligned
+    # buffers, tiny grids) on buffers of exactly the documented sizes: no
+    # kernel reads or writes outside them, and every vector access is aligned.
+    import subprocess
+
+    _, exe = emu_builds
+    if exe is None:
+        pytest.skip("the C++ toolchain has no AddressSanitizer")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 misaligned" in run.stdout

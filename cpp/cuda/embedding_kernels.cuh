@@ -47,13 +47,21 @@ __device__ __forceinline__ Vec<T, V> zero_vec() {
     return x;
 }
 
+// The host emulator defines this to record any vector access that is not
+// aligned to its width (on the GPU that would be a misaligned-address fault).
+#ifndef METAREC_EMB_CHECK_ALIGNED
+#define METAREC_EMB_CHECK_ALIGNED(p, bytes) ((void)0)
+#endif
+
 template <class T, int V>
 __device__ __forceinline__ Vec<T, V> load_vec(const T* p) {
+    METAREC_EMB_CHECK_ALIGNED(p, sizeof(Vec<T, V>));
     return *reinterpret_cast<const Vec<T, V>*>(p);
 }
 
 template <class T, int V>
 __device__ __forceinline__ void store_vec(T* p, const Vec<T, V>& x) {
+    METAREC_EMB_CHECK_ALIGNED(p, sizeof(Vec<T, V>));
     *reinterpret_cast<Vec<T, V>*>(p) = x;
 }
 

@@ -48,6 +48,11 @@ inline unsigned long long atomicMin(unsigned long long* address, unsigned long l
     return old;
 }
 
+// Misaligned vector accesses are counted (emu_misaligned), not faulted.
+long long g_misaligned = 0;
+#define METAREC_EMB_CHECK_ALIGNED(p, bytes) \
+    (g_misaligned += (reinterpret_cast<std::uintptr_t>(p) % (bytes)) != 0)
+
 #include "embedding_kernels.cuh"
 
 using namespace metarec::cuda::emb;
@@ -215,6 +220,8 @@ void emu_forward(int f64, const void* table, i64 num_rows, i64 dim, const i64* i
     }
 }
 
+long long emu_misaligned() { return g_misaligned; }
+
 void emu_check(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets, i64 n_bags,
                i64* result, int blocks) {
     result[0] = result[1] = -1;
@@ -256,3 +263,108 @@ void emu_weight_grad(int f64, const void* grad_out, i64 n_bags, const void* tabl
 }
 
 }  // extern "C"
+
+#ifdef METAREC_EMU_MAIN
+// Stand-alone stress run for AddressSanitizer (tests/test_cuda_embedding.py
+// builds it with -fsanitize=address,undefined): random problems, including
+// empty bags, ids and offsets the Python layer would reject, misaligned
+// tables and tiny grids, on buffers of exactly the documented sizes. Any read
+// or write outside them aborts the run.
+#include <cstdio>
+#include <memory>
+
+namespace {
+
+std::uint64_t g_state = 0x9E3779B97F4A7C15ull;
+std::uint64_t next_u64() {
+    g_state ^= g_state << 13;
+    g_state ^= g_state >> 7;
+    g_state ^= g_state << 17;
+    return g_state;
+}
+i64 uniform(i64 n) { return n <= 0 ? 0 : static_cast<i64>(next_u64() % static_cast<std::uint64_t>(n)); }
+
+// Exactly n elements on the heap (offset by one element when `shift`, to
+// break alignment); the redzone follows the last element either way.
+template <class T>
+struct Buf {
+    std::unique_ptr<T[]> mem;
+    T* p;
+    Buf(i64 n, bool shift) : mem(new T[static_cast<std::size_t>(n + (shift ? 1 : 0))]) {
+        p = mem.get() + (shift ? 1 : 0);
+        for (i64 i = 0; i < n; ++i) p[i] = static_cast<T>(uniform(1000)) / T(7);
+    }
+};
+
+template <class T>
+void run_one(int round) {
+    const i64 dims[] = {1, 2, 3, 4, 5, 8, 64, 66, 130};
+    const i64 dim = dims[uniform(9)];
+    const i64 num_rows = 1 + uniform(300);
+    const i64 n_bags = uniform(40);
+    const bool shift = uniform(2) == 1;
+    const bool bad = round % 5 == 4;  // out-of-range ids and broken offsets
+    const int blocks = static_cast<int>(uniform(4));  // 0 = the launchers' grid
+    std::vector<i64> offsets;
+    i64 n_ids = 0;
+    for (i64 b = 0; b < n_bags; ++b) {
+        offsets.push_back(n_ids);
+        n_ids += uniform(4) == 0 ? 0 : uniform(12);
+    }
+    if (n_bags == 0) n_ids = 0;
+    Buf<i64> ids(n_ids, false);
+    for (i64 j = 0; j < n_ids; ++j) ids.p[j] = uniform(num_rows);
+    Buf<i64> offs(n_bags, false);
+    for (i64 b = 0; b < n_bags; ++b) offs.p[b] = offsets[static_cast<std::size_t>(b)];
+    if (bad && n_ids > 0) {
+        ids.p[uniform(n_ids)] = num_rows + uniform(5);
+        ids.p[uniform(n_ids)] = -1 - uniform(5);
+    }
+    Buf<T> table(num_rows * dim, shift);
+    Buf<T> weights(n_ids, shift);
+    Buf<T> out(n_bags * dim, shift);
+    Buf<T> grad_out(n_bags * dim, shift);
+    const bool weighted = uniform(2) == 1;
+    const bool mean = !weighted && uniform(2) == 1;
+    const T* w = weighted ? weights.p : nullptr;
+
+    Buf<i64> check(4, false);
+    emu_check(ids.p, n_ids, num_rows, offs.p, n_bags, check.p, blocks);
+    Buf<T> gathered(n_ids * dim, shift);
+    gather(table.p, num_rows, dim, ids.p, n_ids, gathered.p, blocks);
+    if (bad && n_bags > 1) {  // forward and weight grad clamp broken offsets
+        Buf<i64> broken(n_bags, false);
+        for (i64 b = 0; b < n_bags; ++b) broken.p[b] = uniform(n_ids + 10) - 5;
+        forward(table.p, num_rows, dim, ids.p, n_ids, broken.p, n_bags, w, mean, out.p, blocks);
+        Buf<T> wg(n_ids, shift);
+        weight_grad(grad_out.p, n_bags, table.p, num_rows, dim, ids.p, n_ids, broken.p, wg.p,
+                    blocks);
+    }
+    forward(table.p, num_rows, dim, ids.p, n_ids, offs.p, n_bags, w, mean, out.p, blocks);
+    Buf<T> wg(n_ids, shift);
+    weight_grad(grad_out.p, n_bags, table.p, num_rows, dim, ids.p, n_ids, offs.p, wg.p, blocks);
+    if (bad) {  // the grouping sorts only the key bits below num_rows: keep ids in range
+        for (i64 j = 0; j < n_ids; ++j) ids.p[j] = uniform(num_rows);
+    }
+    Buf<i64> ws(7 * n_ids + 2, false);
+    group(ids.p, n_ids, offs.p, n_bags, num_rows, ws.p, blocks);
+    Buf<T> dense(num_rows * dim, shift);
+    backward(grad_out.p, n_bags, dim, offs.p, n_ids, w, mean, ws.p, n_ids, true, num_rows,
+             dense.p, blocks);
+    const i64 n_unique = ws.p[7 * n_ids + 1];
+    Buf<T> values(n_unique * dim, shift);
+    backward(grad_out.p, n_bags, dim, offs.p, n_ids, w, mean, ws.p, n_unique, false, num_rows,
+             values.p, blocks);
+}
+
+}  // namespace
+
+int main() {
+    for (int round = 0; round < 400; ++round) {
+        run_one<float>(round);
+        run_one<double>(round);
+    }
+    std::printf("ok, %lld misaligned vector accesses\n", g_misaligned);
+    return g_misaligned == 0 ? 0 : 1;
+}
+#endif
