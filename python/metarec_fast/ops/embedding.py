@@ -23,6 +23,19 @@ Per-sample ``weights``, optimiser gradients, ``lr`` and ``eps`` must be finite.
 Determinism: every result is bit-identical for any ``num_threads``. The
 backward passes and optimisers group lookups by row and sum each row's
 contributions in ascending position order (no floating-point atomics).
+
+GPU: :func:`gather`, :func:`embedding_bag`, :func:`embedding_bag_backward`
+and :func:`embedding_bag_weight_grad` take ``device`` (``None``, ``"cpu"``,
+``"cuda"``, ``"cuda:N"``; rules in :mod:`metarec_fast._gpu`): CUDA tensors in,
+or ``device="cuda"``, run the CUDA kernels (``metarec_fast._cuda``) on the
+caller's current stream and return torch CUDA tensors on that device; nothing
+moves between devices silently. The CUDA kernels sum in the CPU kernels' order
+with every multiply and add rounded separately, so their results are
+bit-identical to the CPU's (and deterministic run to run). Validation is the
+same (ids, offsets and weights are checked on the device before any kernel
+runs; one synchronisation per call, plus one more for ``sparse=True`` to size
+the result). ``num_threads`` is ignored on the GPU. The sparse optimisers are
+CPU-only (a CUDA tensor raises ``ValueError``).
 """
 
 from __future__ import annotations
@@ -32,13 +45,14 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _gpu
 from .._config import resolve_num_threads
 from .._validation import (
     FLOAT_DTYPES,
     as_float_array,
     as_index_array,
     check_finite,
+    is_torch_tensor,
     like_input,
     to_numpy,
 )
@@ -174,7 +188,9 @@ def _num_rows(num_rows: Any) -> int:
 # Forward
 
 
-def gather(table: Any, ids: Any, num_threads: Optional[int] = None) -> Any:
+def gather(
+    table: Any, ids: Any, num_threads: Optional[int] = None, device: Optional[str] = None
+) -> Any:
     """Rows of ``table`` at ``ids``: ``table[ids]`` with shape ``ids.shape + (d,)``.
 
     Parameters
@@ -182,7 +198,11 @@ def gather(table: Any, ids: Any, num_threads: Optional[int] = None) -> Any:
     table : array [num_rows, d], float32 or float64
     ids : integer array of any shape; every id in ``[0, num_rows)``
     num_threads : None (OpenMP default), -1 (all cores) or n > 0
+    device : None (follow the inputs), "cpu", "cuda" or "cuda:N" (see the module docs)
     """
+    dev = _gpu.resolve_device(device, table=table, ids=ids)
+    if dev is not None:
+        return _cuda_gather(table, ids, dev)
     t = _table(table)
     raw = to_numpy(ids, "ids")
     i = _ids(raw)  # (np.ascontiguousarray makes 0-d ids 1-d: keep raw.shape)
@@ -198,6 +218,7 @@ def embedding_bag(
     weights: Any = None,
     mode: str = "sum",
     num_threads: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> Any:
     """Pooled rows, one per bag, as :func:`torch.nn.functional.embedding_bag`.
 
@@ -217,12 +238,16 @@ def embedding_bag(
         finite; only with ``mode="sum"``
     mode : "sum" or "mean"
     num_threads : None (OpenMP default), -1 (all cores) or n > 0
+    device : None (follow the inputs), "cpu", "cuda" or "cuda:N" (see the module docs)
 
     Returns
     -------
     array [n_bags, d] of the table's dtype
     """
     mode = _mode(mode)
+    dev = _gpu.resolve_device(device, table=table, ids=ids, offsets=offsets, weights=weights)
+    if dev is not None:
+        return _cuda_embedding_bag(table, ids, offsets, weights, mode, dev)
     t = _table(table)
     flat, offs, shape = _bags(ids, offsets)
     w = _weights(weights, t.dtype, shape, mode)
@@ -244,6 +269,7 @@ def embedding_bag_backward(
     mode: str = "sum",
     sparse: bool = False,
     num_threads: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> Any:
     """Gradient of :func:`embedding_bag` with respect to the table.
 
@@ -263,8 +289,14 @@ def embedding_bag_backward(
         with ``rows`` the distinct looked-up ids (int64, ascending) and
         ``values [len(rows), d]`` their gradient rows
     num_threads : None (OpenMP default), -1 (all cores) or n > 0
+    device : None (follow the inputs), "cpu", "cuda" or "cuda:N" (see the module docs)
     """
     mode = _mode(mode)
+    dev = _gpu.resolve_device(
+        device, grad_out=grad_out, ids=ids, offsets=offsets, weights=weights
+    )
+    if dev is not None:
+        return _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse, dev)
     g = as_float_array(grad_out, "grad_out", 2, finite=False)
     n = _num_rows(num_rows)
     flat, offs, shape = _bags(ids, offsets)
@@ -287,12 +319,17 @@ def embedding_bag_weight_grad(
     ids: Any,
     offsets: Any = None,
     num_threads: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> Any:
     """Gradient of a weighted ``mode="sum"`` :func:`embedding_bag` w.r.t. its weights.
 
     ``out[j] = dot(grad_out[bag(j)], table[ids[j]])``, with the shape of
-    ``ids`` (torch's ``per_sample_weights.grad``).
+    ``ids`` (torch's ``per_sample_weights.grad``). ``device`` as for
+    :func:`embedding_bag`.
     """
+    dev = _gpu.resolve_device(device, grad_out=grad_out, table=table, ids=ids, offsets=offsets)
+    if dev is not None:
+        return _cuda_weight_grad(grad_out, table, ids, offsets, dev)
     t = _table(table)
     g = as_float_array(grad_out, "grad_out", 2, finite=False)
     if g.dtype != t.dtype:
@@ -306,6 +343,225 @@ def embedding_bag_weight_grad(
     threads = resolve_num_threads(num_threads)
     out = _core.embedding_bag_weight_grad(g, t, flat, offs, threads)
     return like_input(out.reshape(shape), grad_out, table, ids, offsets)
+
+
+# ---------------------------------------------------------------------------
+# CUDA path: inputs validated (same messages as the CPU path where the check
+# is the same), moved to `dev`, outputs allocated with torch on `dev`, kernels
+# launched on the current stream with raw device pointers.
+
+
+def _dtype_name(x: Any) -> str:
+    if is_torch_tensor(x):
+        return str(x.dtype).replace("torch.", "")
+    return str(np.asarray(x).dtype)
+
+
+def _shape_of(x: Any) -> Tuple[int, ...]:
+    return tuple(x.shape) if is_torch_tensor(x) else np.asarray(x).shape
+
+
+def _cuda_float(x: Any, name: str, dev: Any) -> Any:
+    """A C-contiguous 2-d float32/float64 tensor on ``dev`` (values not scanned)."""
+    if is_torch_tensor(x):
+        return _gpu.float_tensor(x, name, 2, dev, finite=False)
+    import torch
+
+    return torch.from_numpy(as_float_array(x, name, 2, finite=False)).to(dev)
+
+
+def _cuda_index(x: Any, name: str, ndim: Any, dev: Any) -> Tuple[Any, Tuple[int, ...]]:
+    """(flat int64 tensor on ``dev``, original shape); ranges are checked later."""
+    import torch
+
+    if not is_torch_tensor(x):
+        raw = to_numpy(x, name)
+        a = as_index_array(raw, name, n=None, ndim=ndim)
+        return torch.from_numpy(a.reshape(-1)).to(dev), tuple(raw.shape)
+    dt = x.dtype
+    if dt == torch.bool or dt.is_complex or (dt.is_floating_point and x.numel() > 0):
+        raise TypeError(f"{name} must have an integer dtype, got {_dtype_name(x)}")
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if x.dim() not in allowed:
+        want = " or ".join(f"{d}-d" for d in allowed)
+        raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
+    t = x.detach().reshape(-1).to(device=dev, dtype=torch.int64).contiguous()
+    return t, tuple(x.shape)
+
+
+def _cuda_check(flat: Any, num_rows: int, offs: Any, dev: Any) -> Tuple[int, int, int, int]:
+    """One kernel and one synchronisation for every id/offset check:
+    (first bad id position or -1, first decreasing offset or -1, offsets[0], offsets[-1])."""
+    import torch
+
+    n_ids, n_bags = flat.numel(), 0 if offs is None else offs.numel()
+    if n_ids == 0 and n_bags == 0:
+        return -1, -1, 0, 0
+    result = torch.empty(4, dtype=torch.int64, device=dev)
+    _gpu.cuda_module().embedding_check(
+        _gpu.ptr(flat), n_ids, num_rows, _gpu.ptr(offs) if n_bags else 0, n_bags,
+        _gpu.ptr(result), _gpu.stream_handle(dev), dev.index,
+    )
+    bad, down, first, last = result.tolist()
+    return bad, down, (first if n_bags else 0), (last if n_bags else 0)
+
+
+def _check_ids_cuda(ids: Any, n: int, name: str = "ids") -> None:
+    """IndexError naming the first id outside [0, n), as the CPU path."""
+    bad, _, _, _ = _cuda_check(ids, n, None, ids.device)
+    if bad >= 0:
+        raise IndexError(f"{name} contains id {int(ids[bad])}, outside [0, {n})")
+
+
+def _cuda_bags(ids: Any, offsets: Any, num_rows: int, dev: Any) -> Tuple[Any, Any, Tuple[int, ...]]:
+    """Flat int64 ids and offsets on ``dev`` (offsets and id range checked, as the CPU)."""
+    import torch
+
+    if offsets is None:
+        flat, shape = _cuda_index(ids, "ids", 2, dev)
+        n_bags, size = shape
+        if size:
+            offs = torch.arange(0, n_bags * size, size, dtype=torch.int64, device=dev)
+        else:
+            offs = torch.zeros(n_bags, dtype=torch.int64, device=dev)
+        _check_ids_cuda(flat, num_rows)
+        return flat, offs, shape
+    flat, shape = _cuda_index(ids, "ids", 1, dev)
+    offs, _ = _cuda_index(offsets, "offsets", 1, dev)
+    n_ids, n_bags = flat.numel(), offs.numel()
+    if n_bags == 0 and n_ids:
+        raise ValueError(f"offsets is empty but ids has {n_ids} entries")
+    bad, down, first, last = _cuda_check(flat, num_rows, offs, dev)
+    if n_bags:
+        if first != 0:
+            raise ValueError(f"offsets must start at 0, got offsets[0] = {first}")
+        if down >= 0:
+            raise ValueError(
+                f"offsets must be non-decreasing, got offsets[{down}] = {int(offs[down])} "
+                f"< offsets[{down - 1}] = {int(offs[down - 1])}"
+            )
+        if last > n_ids:
+            raise ValueError(f"offsets[{n_bags - 1}] = {last} is beyond len(ids) = {n_ids}")
+    if bad >= 0:
+        raise IndexError(f"ids contains id {int(flat[bad])}, outside [0, {num_rows})")
+    return flat, offs, shape
+
+
+def _cuda_weights(weights: Any, dtype: Any, ids_shape: Tuple[int, ...], mode: str, dev: Any) -> Any:
+    if weights is None:
+        return None
+    if mode != "sum":
+        raise ValueError(f"per-sample weights are only supported with mode='sum', got mode={mode!r}")
+    want = str(dtype).replace("torch.", "")
+    if _dtype_name(weights) != want:
+        raise TypeError(f"weights must have dtype {want} (the table's dtype), got {_dtype_name(weights)}")
+    if _shape_of(weights) != tuple(ids_shape):
+        raise ValueError(
+            f"weights must have the shape of ids {tuple(ids_shape)}, got {_shape_of(weights)}"
+        )
+    w = weights if is_torch_tensor(weights) else np.ascontiguousarray(weights)
+    return _gpu.float_tensor(w, "weights", len(ids_shape), dev, dtype=dtype, finite=True).reshape(-1)
+
+
+def _kernel(name: str, dtype: Any) -> Any:
+    import torch
+
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    return getattr(_gpu.cuda_module(), f"{name}_{suffix}")
+
+
+def _cuda_gather(table: Any, ids: Any, dev: Any) -> Any:
+    import torch
+
+    t = _cuda_float(table, "table", dev)
+    flat, shape = _cuda_index(ids, "ids", _ANY_NDIM, dev)
+    num_rows, d = t.shape
+    _check_ids_cuda(flat, num_rows)
+    out = torch.empty((flat.numel(), d), dtype=t.dtype, device=dev)
+    _kernel("embedding_gather", t.dtype)(
+        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(out),
+        _gpu.stream_handle(dev), dev.index,
+    )
+    return out.reshape(tuple(shape) + (d,))
+
+
+def _cuda_embedding_bag(table: Any, ids: Any, offsets: Any, weights: Any, mode: str, dev: Any) -> Any:
+    import torch
+
+    t = _cuda_float(table, "table", dev)
+    num_rows, d = t.shape
+    flat, offs, shape = _cuda_bags(ids, offsets, num_rows, dev)
+    w = _cuda_weights(weights, t.dtype, shape, mode, dev)
+    n_bags = offs.numel()
+    out = torch.empty((n_bags, d), dtype=t.dtype, device=dev)
+    _kernel("embedding_bag_forward", t.dtype)(
+        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(offs), n_bags,
+        _gpu.ptr(w), mode == "mean", _gpu.ptr(out), _gpu.stream_handle(dev), dev.index,
+    )
+    return out
+
+
+def _cuda_backward(
+    grad_out: Any, ids: Any, offsets: Any, num_rows: Any, weights: Any, mode: str, sparse: bool,
+    dev: Any,
+) -> Any:
+    import torch
+
+    g = _cuda_float(grad_out, "grad_out", dev)
+    n = _num_rows(num_rows)
+    flat, offs, shape = _cuda_bags(ids, offsets, n, dev)
+    n_bags, d = g.shape
+    if n_bags != offs.numel():
+        raise ValueError(f"grad_out has {n_bags} rows but there are {offs.numel()} bags")
+    w = _cuda_weights(weights, g.dtype, shape, mode, dev)
+    n_ids = flat.numel()
+    if n_ids == 0:
+        if sparse:
+            return (torch.empty(0, dtype=torch.int64, device=dev),
+                    torch.empty((0, d), dtype=g.dtype, device=dev))
+        return torch.zeros((n, d), dtype=g.dtype, device=dev)
+    mod = _gpu.cuda_module()
+    stream = _gpu.stream_handle(dev)
+    layout = mod.embedding_group_layout(n_ids)
+    ws = torch.empty(layout["words"], dtype=torch.int64, device=dev)
+    mod.embedding_group(_gpu.ptr(flat), n_ids, _gpu.ptr(offs), n_bags, n, _gpu.ptr(ws), stream,
+                        dev.index)
+    reduce = _kernel("embedding_bag_backward", g.dtype)
+    if sparse:
+        n_unique = int(ws[layout["n_unique"]])
+        rows = ws[layout["rows"]: layout["rows"] + n_unique].clone()
+        values = torch.empty((n_unique, d), dtype=g.dtype, device=dev)
+        reduce(_gpu.ptr(g), n_bags, d, _gpu.ptr(offs), n_ids, _gpu.ptr(w), mode == "mean",
+               _gpu.ptr(ws), n_unique, False, n, _gpu.ptr(values), stream, dev.index)
+        return rows, values
+    grad = torch.empty((n, d), dtype=g.dtype, device=dev)
+    reduce(_gpu.ptr(g), n_bags, d, _gpu.ptr(offs), n_ids, _gpu.ptr(w), mode == "mean",
+           _gpu.ptr(ws), n_ids, True, n, _gpu.ptr(grad), stream, dev.index)
+    return grad
+
+
+def _cuda_weight_grad(grad_out: Any, table: Any, ids: Any, offsets: Any, dev: Any) -> Any:
+    import torch
+
+    t = _cuda_float(table, "table", dev)
+    if _dtype_name(grad_out) != _dtype_name(t):
+        raise TypeError(
+            f"grad_out must have dtype {_dtype_name(t)} (the table's dtype), got {_dtype_name(grad_out)}"
+        )
+    g = _cuda_float(grad_out, "grad_out", dev)
+    num_rows, d = t.shape
+    flat, offs, shape = _cuda_bags(ids, offsets, num_rows, dev)
+    n_bags = offs.numel()
+    if tuple(g.shape) != (n_bags, d):
+        raise ValueError(
+            f"grad_out must have shape ({n_bags}, {d}) (bags, table width), got {tuple(g.shape)}"
+        )
+    out = torch.empty(flat.numel(), dtype=t.dtype, device=dev)
+    _kernel("embedding_bag_weight_grad", t.dtype)(
+        _gpu.ptr(g), n_bags, _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(),
+        _gpu.ptr(offs), _gpu.ptr(out), _gpu.stream_handle(dev), dev.index,
+    )
+    return out.reshape(shape)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,857 @@
+"""CUDA embedding kernels against their CPU twins (bit for bit: both sum in
+ascending position order with every multiply and add rounded on its own) and
+the torch / numpy references of tests/test_embedding.py.
+
+The GPU tests (marked ``cuda``) skip without a CUDA build and device. The rest
+run everywhere:
+* the dispatch errors (device strings, built without CUDA);
+* the whole Python CUDA branch (input checks, workspace layout, sparse sizing)
+  driven through an emulated ``_cuda`` module that reads and writes the
+  tensors' memory through their addresses;
+* the CUDA kernels themselves (cpp/cuda/embedding_kernels.cuh) compiled for the
+  host by tests/cuda_emulation/embedding_emulator.cpp, which runs every thread
+  in turn: bit for bit against the CPU kernels, and under AddressSanitizer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cuda_support import cuda_tests
+from metarec_fast import _core, _gpu, ops
+from test_embedding import SHAPES, make_bags, np_backward, np_embedding_bag, torch_bag
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-6, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
+MODES = [("sum", False), ("mean", False), ("sum", True)]
+SEEDS = [0, 1, 2]
+
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+def gpu(fn):
+    """Marks a test ``cuda`` and skips it without a CUDA build and device."""
+    for mark in cuda_tests:
+        fn = mark(fn)
+    return fn
+
+
+def on_gpu(x):
+    # np.array keeps 0-d ids 0-d (np.ascontiguousarray would make them 1-d)
+    return None if x is None else torch.from_numpy(np.array(x)).cuda()
+
+
+def host(x):
+    return x.detach().cpu().numpy()
+
+
+def problem(seed, num_rows, d, sizes, dtype, weighted):
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((num_rows, d)).astype(dtype)
+    ids, offsets = make_bags(rng, num_rows, sizes)
+    weights = rng.standard_normal(len(ids)).astype(dtype) if weighted else None
+    grad_out = rng.standard_normal((len(sizes), d)).astype(dtype)
+    return table, ids, offsets, weights, grad_out
+
+
+def random_sizes(rng, n_bags, max_size=30):
+    sizes = rng.integers(0, max_size, n_bags)
+    sizes[rng.random(n_bags) < 0.1] = 0  # some empty bags
+    return sizes
+
+
+# ---------------------------------------------------------------------------
+# GPU: gather
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 64, 100, 130, 257])
+@gpu
+def test_cuda_gather_equals_cpu(dtype, d):
+    rng = np.random.default_rng(d)
+    table = rng.standard_normal((200, d)).astype(dtype)
+    for shape in [(), (0,), (1,), (5,), (3, 4), (2, 0), (2, 3, 2), (10_000,)]:
+        ids = rng.integers(0, 200, shape)
+        out = ops.gather(on_gpu(table), on_gpu(ids))
+        assert out.is_cuda and out.dtype == torch.from_numpy(table).dtype
+        assert tuple(out.shape) == shape + (d,)
+        np.testing.assert_array_equal(host(out), ops.gather(table, ids))
+        np.testing.assert_array_equal(host(out), table[ids])
+
+
+# ---------------------------------------------------------------------------
+# GPU: embedding_bag forward
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
+@gpu
+def test_cuda_bag_forward_equals_cpu(dtype, mode, weighted, shape):
+    num_rows, d, sizes = shape
+    table, ids, offsets, weights, _ = problem(num_rows * d, num_rows, d, sizes, dtype, weighted)
+    cpu = ops.embedding_bag(table, ids, offsets, weights=weights, mode=mode)
+    out = ops.embedding_bag(on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights), mode)
+    assert out.is_cuda and tuple(out.shape) == (len(sizes), d)
+    assert host(out).tobytes() == cpu.tobytes()  # bit-identical to the CPU kernel
+    ref, _, _ = torch_bag(table, ids, offsets, weights, mode)
+    np.testing.assert_allclose(host(out), ref.detach().numpy(), **TOL[dtype])
+    np.testing.assert_allclose(host(out), np_embedding_bag(table, ids, offsets, weights, mode), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("d", [1, 3, 8, 64, 100, 200])
+@gpu
+def test_cuda_bag_forward_random_equals_cpu_and_torch_cuda(dtype, mode, weighted, seed, d):
+    rng = np.random.default_rng(seed)
+    table, ids, offsets, weights, _ = problem(seed, 3000, d, random_sizes(rng, 700), dtype, weighted)
+    cpu = ops.embedding_bag(table, ids, offsets, weights=weights, mode=mode)
+    t, i, o, w = on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights)
+    out = ops.embedding_bag(t, i, o, w, mode)
+    assert host(out).tobytes() == cpu.tobytes()
+    ref = F.embedding_bag(i, t, o, mode=mode, per_sample_weights=w)
+    np.testing.assert_allclose(host(out), host(ref), **TOL[dtype])
+
+
+@gpu
+def test_cuda_bag_forward_one_bag_long_and_misaligned():
+    rng = np.random.default_rng(4)
+    for dtype in DTYPES:
+        for d in (4, 64, 66):
+            # a table whose first element is one element past a 16-byte boundary:
+            # the kernels must fall back to narrower loads
+            base = torch.randn(1000 * d + 1, dtype=TORCH_DTYPE[dtype]).cuda()
+            table = base[1:].view(1000, d)
+            ids = rng.integers(0, 1000, 5000)
+            for offsets in ([0], [0, 0, 5000], [0, 1, 4999]):
+                offs = np.array(offsets, np.int64)
+                cpu = ops.embedding_bag(host(table), ids, offs)
+                out = ops.embedding_bag(table, on_gpu(ids), on_gpu(offs))
+                assert host(out).tobytes() == cpu.tobytes()
+
+
+@gpu
+def test_cuda_bag_2d_ids_empty_and_zero_width():
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((40, 6))
+    ids = rng.integers(0, 40, (7, 4))
+    w = rng.standard_normal((7, 4))
+    for mode, weights in [("sum", None), ("mean", None), ("sum", w)]:
+        out = ops.embedding_bag(on_gpu(table), on_gpu(ids), weights=on_gpu(weights), mode=mode)
+        assert host(out).tobytes() == ops.embedding_bag(table, ids, weights=weights, mode=mode).tobytes()
+    z = ops.embedding_bag(on_gpu(table), on_gpu(np.zeros((3, 0), np.int64)))
+    assert z.is_cuda and host(z).tolist() == [[0.0] * 6] * 3
+    e = ops.embedding_bag(on_gpu(table), on_gpu(np.zeros(0, np.int64)), on_gpu(np.zeros(0, np.int64)))
+    assert tuple(e.shape) == (0, 6)
+    e = ops.embedding_bag(np.ones((5, 3), np.float32), [], [0, 0], mode="mean", device="cuda")
+    assert e.is_cuda and not host(e).any() and tuple(e.shape) == (2, 3)
+    e = ops.embedding_bag(np.ones((3, 0)), [0, 1, 2], [0, 1], device="cuda")
+    assert tuple(e.shape) == (2, 0)
+
+
+# ---------------------------------------------------------------------------
+# GPU: backward
+
+
+def _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse):
+    return ops.embedding_bag_backward(
+        on_gpu(grad_out), on_gpu(ids), on_gpu(offsets), num_rows, on_gpu(weights), mode, sparse
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
+@gpu
+def test_cuda_backward_equals_cpu(dtype, mode, weighted, shape):
+    num_rows, d, sizes = shape
+    table, ids, offsets, weights, grad_out = problem(num_rows + d, num_rows, d, sizes, dtype, weighted)
+    cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
+    dense = _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, False)
+    assert dense.is_cuda and tuple(dense.shape) == (num_rows, d)
+    assert host(dense).tobytes() == cpu_dense.tobytes()
+    np.testing.assert_allclose(host(dense), np_backward(grad_out, ids, offsets, num_rows, weights, mode), **TOL[dtype])
+    out, t, w = torch_bag(table, ids, offsets, weights, mode, requires_grad=True)
+    out.backward(torch.from_numpy(grad_out))
+    np.testing.assert_allclose(host(dense), t.grad.numpy(), **TOL[dtype])
+
+    rows, values = _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, True)
+    cpu_rows, cpu_values = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse=True)
+    assert rows.is_cuda and values.is_cuda and rows.dtype == torch.int64
+    np.testing.assert_array_equal(host(rows), cpu_rows)
+    assert host(values).tobytes() == cpu_values.tobytes()
+
+    if weighted:
+        wg = ops.embedding_bag_weight_grad(on_gpu(grad_out), on_gpu(table), on_gpu(ids), on_gpu(offsets))
+        assert tuple(wg.shape) == ids.shape
+        assert host(wg).tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+        np.testing.assert_allclose(host(wg), w.grad.numpy(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("seed", SEEDS)
+@gpu
+def test_cuda_backward_random_deterministic_and_equal_to_cpu(dtype, mode, weighted, seed):
+    rng = np.random.default_rng(seed)
+    d = [1, 40, 64, 100][seed % 4]
+    # 200 rows for 700 bags: many repeats per row (long groups, unrolled path)
+    table, ids, offsets, weights, grad_out = problem(seed, 200, d, random_sizes(rng, 700), dtype, weighted)
+    runs = [host(_cuda_backward(grad_out, ids, offsets, 200, weights, mode, False)).tobytes() for _ in range(2)]
+    assert runs[0] == runs[1]  # deterministic
+    assert runs[0] == ops.embedding_bag_backward(grad_out, ids, offsets, 200, weights, mode).tobytes()
+    sparse_runs = [_cuda_backward(grad_out, ids, offsets, 200, weights, mode, True) for _ in range(2)]
+    assert host(sparse_runs[0][1]).tobytes() == host(sparse_runs[1][1]).tobytes()
+    r, v = ops.embedding_bag_backward(grad_out, ids, offsets, 200, weights, mode, sparse=True)
+    np.testing.assert_array_equal(host(sparse_runs[0][0]), r)
+    assert host(sparse_runs[0][1]).tobytes() == v.tobytes()
+    # torch's CUDA gradient, to tolerance
+    t = on_gpu(table).requires_grad_(True)
+    w = None if weights is None else on_gpu(weights).requires_grad_(True)
+    F.embedding_bag(on_gpu(ids), t, on_gpu(offsets), mode=mode, per_sample_weights=w).backward(on_gpu(grad_out))
+    np.testing.assert_allclose(np.frombuffer(runs[0], dtype).reshape(200, d), host(t.grad), **TOL[dtype])
+    if weighted:
+        wg = ops.embedding_bag_weight_grad(on_gpu(grad_out), on_gpu(table), on_gpu(ids), on_gpu(offsets))
+        assert host(wg).tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+        np.testing.assert_allclose(host(wg), host(w.grad), **TOL[dtype])
+
+
+@gpu
+def test_cuda_backward_hot_row_huge_table_and_empty():
+    rng = np.random.default_rng(8)
+    # one row looked up 20,000 times (one long sequential group)
+    ids = np.zeros(20_000, np.int64)
+    ids[::7] = 3
+    offsets = np.arange(0, 20_000, 10, dtype=np.int64)
+    grad_out = rng.standard_normal((len(offsets), 64)).astype(np.float32)
+    for mode in ("sum", "mean"):
+        cpu = ops.embedding_bag_backward(grad_out, ids, offsets, 5, mode=mode)
+        assert host(_cuda_backward(grad_out, ids, offsets, 5, None, mode, False)).tobytes() == cpu.tobytes()
+    # huge num_rows: all 30 key bits sorted, sparse result only
+    ids_s, offs_s = make_bags(rng, 50, [3, 4, 0, 6])
+    g = rng.standard_normal((4, 5))
+    r_small, v_small = ops.embedding_bag_backward(g, ids_s, offs_s, 50, sparse=True)
+    r_big, v_big = _cuda_backward(g, ids_s * 10**7, offs_s, 10**9, None, "sum", True)
+    np.testing.assert_array_equal(host(r_big), r_small * 10**7)
+    assert host(v_big).tobytes() == v_small.tobytes()
+    # empty
+    dense = ops.embedding_bag_backward(np.zeros((0, 3), np.float32), [], [], 4, device="cuda")
+    assert dense.is_cuda and tuple(dense.shape) == (4, 3) and not host(dense).any()
+    rows, values = ops.embedding_bag_backward(np.zeros((2, 3), np.float32), [], [0, 0], 4, sparse=True, device="cuda")
+    assert tuple(rows.shape) == (0,) and tuple(values.shape) == (0, 3) and values.dtype == torch.float32
+    rows, values = ops.embedding_bag_backward(torch.ones(2, 3).cuda(), torch.tensor([1, 1, 0]).cuda(),
+                                              torch.tensor([0, 2]).cuda(), 4, sparse=True)
+    assert host(rows).tolist() == [0, 1] and host(values).tolist() == [[1.0] * 3, [2.0] * 3]
+    # zero width: rows still reported
+    rows, values = ops.embedding_bag_backward(np.zeros((2, 0)), [1, 1, 0], [0, 2], 4, sparse=True, device="cuda")
+    assert host(rows).tolist() == [0, 1] and tuple(values.shape) == (2, 0)
+
+
+@gpu
+def test_cuda_side_stream_and_device_kinds():
+    rng = np.random.default_rng(2)
+    table, ids, offsets, weights, grad_out = problem(2, 500, 32, random_sizes(rng, 100), np.float32, True)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        out = ops.embedding_bag(on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights))
+        dense = _cuda_backward(grad_out, ids, offsets, 500, weights, "sum", False)
+    s.synchronize()
+    assert host(out).tobytes() == ops.embedding_bag(table, ids, offsets, weights).tobytes()
+    assert host(dense).tobytes() == ops.embedding_bag_backward(grad_out, ids, offsets, 500, weights).tobytes()
+    # numpy in with device="cuda" / "cuda:0": torch CUDA tensors out
+    for dev in ("cuda", "cuda:0"):
+        out = ops.embedding_bag(table, ids, offsets, device=dev)
+        assert isinstance(out, torch.Tensor) and out.device == torch.device("cuda", 0)
+        g = ops.gather(table, ids[:5], device=dev)
+        assert g.is_cuda
+
+
+# ---------------------------------------------------------------------------
+# GPU: bad input (same exception types as the CPU path)
+
+
+@gpu
+def test_cuda_bad_inputs():
+    table = torch.ones((10, 4), device="cuda")
+    ids = torch.tensor([1, 2, 3, 4], device="cuda")
+    offsets = torch.tensor([0, 2], device="cuda")
+    g = torch.ones((2, 4), device="cuda")
+    with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
+        ops.embedding_bag(table, torch.tensor([1, 10, -1, 99], device="cuda"), offsets)
+    with pytest.raises(IndexError, match=r"ids contains id -1, outside \[0, 10\)"):
+        ops.gather(table, torch.tensor([[1, 2], [-1, 99]], device="cuda"))
+    with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
+        ops.embedding_bag_backward(g, torch.tensor([0, 5, 1, 1], device="cuda"), offsets, 5)
+    with pytest.raises(IndexError, match="ids contains id 10"):
+        ops.embedding_bag_weight_grad(g, table, torch.tensor([0, 10, 1, 1], device="cuda"), offsets)
+    with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
+        ops.embedding_bag(table, ids, torch.tensor([1, 2], device="cuda"))
+    with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
+        ops.embedding_bag(table, ids, torch.tensor([0, 3, 1], device="cuda"))
+    with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
+        ops.embedding_bag(table, ids, torch.tensor([0, 5], device="cuda"))
+    with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
+        ops.embedding_bag(table, ids, torch.zeros(0, dtype=torch.int64, device="cuda"))
+    with pytest.raises(ValueError, match="ids must be 2-d"):
+        ops.embedding_bag(table, ids)
+    with pytest.raises(TypeError, match="ids must have an integer dtype, got float32"):
+        ops.embedding_bag(table, ids.float(), offsets)
+    with pytest.raises(TypeError, match="weights must have dtype float32"):
+        ops.embedding_bag(table, ids, offsets, weights=torch.ones(4, dtype=torch.float64, device="cuda"))
+    w = torch.ones(4, device="cuda")
+    w[2] = float("nan")
+    with pytest.raises(ValueError, match="weights contains NaN or inf"):
+        ops.embedding_bag(table, ids, offsets, weights=w)
+    with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
+        ops.embedding_bag(table, ids, offsets, weights=torch.ones(3, device="cuda"))
+    with pytest.raises(ValueError, match="only supported with mode='sum'"):
+        ops.embedding_bag(table, ids, offsets, weights=torch.ones(4, device="cuda"), mode="mean")
+    with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
+        ops.embedding_bag_backward(torch.ones((3, 4), device="cuda"), ids, offsets, 10)
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
+        ops.embedding_bag_weight_grad(torch.ones((2, 3), device="cuda"), table, ids, offsets)
+    with pytest.raises(ValueError, match="is on the CPU"):
+        ops.embedding_bag(table, ids.cpu(), offsets)
+    with pytest.raises(ValueError, match="device='cpu'"):
+        ops.embedding_bag(table, ids, offsets, device="cpu")
+
+
+# ---------------------------------------------------------------------------
+# Everywhere: dispatch rules
+
+
+@pytest.fixture
+def bag():
+    table = np.ones((10, 4), np.float32)
+    ids = np.array([1, 2, 3, 4], np.int64)
+    offsets = np.array([0, 2], np.int64)
+    return table, ids, offsets
+
+
+def _all_ops(table, ids, offsets, **kw):
+    g = np.ones((2, 4), np.float32)
+    return [
+        lambda: ops.gather(table, ids, **kw),
+        lambda: ops.embedding_bag(table, ids, offsets, **kw),
+        lambda: ops.embedding_bag_backward(g, ids, offsets, 10, **kw),
+        lambda: ops.embedding_bag_backward(g, ids, offsets, 10, sparse=True, **kw),
+        lambda: ops.embedding_bag_weight_grad(g, table, ids, offsets, **kw),
+    ]
+
+
+def test_device_cuda_without_cuda_build_raises(bag, monkeypatch):
+    def no_cuda():
+        raise RuntimeError(_gpu.BUILT_WITHOUT_CUDA)
+
+    monkeypatch.setattr(_gpu, "cuda_module", no_cuda)
+    for dev in ("cuda", "cuda:0"):
+        for op in _all_ops(*bag, device=dev):
+            with pytest.raises(RuntimeError, match="built without CUDA"):
+                op()
+
+
+@pytest.mark.xfail(
+    _gpu.built_with_cuda() and not torch.backends.cuda.is_built(),
+    reason="_gpu.resolve_device calls torch.cuda.current_device() before its device check, "
+    "which raises AssertionError with a CPU-only torch",
+    strict=False,
+)
+def test_device_cuda_without_a_device_raises(bag):
+    if _gpu.cuda_available():
+        pytest.skip("a CUDA device is present")
+    for op in _all_ops(*bag, device="cuda"):
+        with pytest.raises(RuntimeError, match="built without CUDA|no CUDA device"):
+            op()
+
+
+def test_device_cpu_and_none_take_the_cpu_path(bag):
+    table, ids, offsets = bag
+    t = torch.from_numpy(table)
+    for tab in (table, t):
+        for op_cpu, op_none in zip(_all_ops(tab, ids, offsets, device="cpu"), _all_ops(tab, ids, offsets)):
+            a, b = op_cpu(), op_none()
+            if isinstance(a, tuple):
+                for x, y in zip(a, b):
+                    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+            else:
+                assert type(a) is type(b)
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_device_string(bag):
+    for op in _all_ops(*bag, device="gpu"):
+        with pytest.raises(ValueError, match="device must be None, 'cpu', 'cuda' or 'cuda:N'"):
+            op()
+
+
+# ---------------------------------------------------------------------------
+# Everywhere: the Python CUDA branch end to end, through an emulated _cuda
+# module. The emulated launchers read and write tensor memory by address
+# exactly as the real ones do (same argument order, same workspace layout),
+# computing with the CPU kernels, so every wrapper step runs on CPU tensors.
+
+
+def _view(addr, n, dtype):
+    """A numpy array over n elements at a raw address (None for address 0)."""
+    if n == 0:
+        return np.zeros(0, dtype)
+    if addr == 0:
+        return None
+    ctype = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int64: ctypes.c_int64}[dtype]
+    return np.ctypeslib.as_array((ctype * n).from_address(addr))
+
+
+class FakeCuda:
+    """The launchers of cpp/cuda/bindings/embedding.cpp, emulated on the host."""
+
+    def __init__(self):
+        self.calls = []
+        self.embedding_group_layout = _gpu.cuda_module().embedding_group_layout if _gpu.built_with_cuda() else _layout
+        for suffix, dt in (("f32", np.float32), ("f64", np.float64)):
+            setattr(self, f"embedding_gather_{suffix}", self._gather(dt))
+            setattr(self, f"embedding_bag_forward_{suffix}", self._forward(dt))
+            setattr(self, f"embedding_bag_backward_{suffix}", self._backward(dt))
+            setattr(self, f"embedding_bag_weight_grad_{suffix}", self._weight_grad(dt))
+
+    def _gather(self, dt):
+        def f(table, num_rows, dim, ids, n_ids, out, stream, device):
+            self.calls.append("gather")
+            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
+            i = _view(ids, n_ids, np.int64)
+            _view(out, n_ids * dim, dt)[:] = _core.embedding_gather(t, i.copy(), 1).reshape(-1)
+        return f
+
+    def _forward(self, dt):
+        def f(table, num_rows, dim, ids, n_ids, offsets, n_bags, weights, mean, out, stream, device):
+            self.calls.append("forward")
+            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
+            i = _view(ids, n_ids, np.int64).copy()
+            o = _view(offsets, n_bags, np.int64).copy()
+            w = None if weights == 0 else _view(weights, n_ids, dt).copy()
+            res = _core.embedding_bag_forward(t, i, o, w, "mean" if mean else "sum", 1)
+            _view(out, n_bags * dim, dt)[:] = res.reshape(-1)
+        return f
+
+    def embedding_check(self, ids, n_ids, num_rows, offsets, n_bags, result, stream, device):
+        self.calls.append("check")
+        i = _view(ids, n_ids, np.int64)
+        o = _view(offsets, n_bags, np.int64)
+        r = _view(result, 4, np.int64)
+        bad = np.flatnonzero((i < 0) | (i >= num_rows))
+        down = np.flatnonzero(o[1:] < o[:-1]) + 1 if n_bags else np.zeros(0, np.int64)
+        r[0] = bad[0] if len(bad) else -1
+        r[1] = down[0] if len(down) else -1
+        if n_bags:
+            r[2], r[3] = o[0], o[-1]
+
+    def embedding_group(self, ids, n_ids, offsets, n_bags, num_rows, workspace, stream, device):
+        self.calls.append("group")
+        lay = self.embedding_group_layout(n_ids)
+        ws = _view(workspace, lay["words"], np.int64)
+        i = _view(ids, n_ids, np.int64)
+        perm = np.argsort(i, kind="stable")
+        srt = i[perm]
+        heads = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]]) if n_ids else np.zeros(0, np.int64)
+        ws[lay["sorted_rows"]: lay["sorted_rows"] + n_ids] = srt
+        ws[lay["perm"]: lay["perm"] + n_ids] = perm
+        ws[lay["rows"]: lay["rows"] + len(heads)] = srt[heads]
+        ws[lay["starts"]: lay["starts"] + len(heads)] = heads
+        ws[lay["starts"] + len(heads)] = n_ids
+        ws[lay["n_unique"]] = len(heads)
+        self.offsets = _view(offsets, n_bags, np.int64).copy()
+
+    def _backward(self, dt):
+        def f(grad_out, n_bags, dim, offsets, n_ids, weights, mean, workspace, n_launch, dense,
+              num_rows, dest, stream, device):
+            self.calls.append("dense" if dense else "sparse")
+            lay = self.embedding_group_layout(n_ids)
+            ws = _view(workspace, lay["words"], np.int64)
+            n_unique = min(int(ws[lay["n_unique"]]), n_launch)
+            rows = ws[lay["rows"]: lay["rows"] + n_unique]
+            starts = ws[lay["starts"]: lay["starts"] + n_unique + 1]
+            perm = ws[lay["perm"]: lay["perm"] + n_ids]
+            g = _view(grad_out, n_bags * dim, dt).reshape(n_bags, dim)
+            offs = _view(offsets, n_bags, np.int64)
+            w = None if weights == 0 else _view(weights, n_ids, dt)
+            bag_of = np.searchsorted(offs, np.arange(n_ids), side="right") - 1
+            ends = np.append(offs[1:], n_ids)
+            out = _view(dest, (num_rows if dense else n_unique) * dim, dt).reshape(-1, dim)
+            if dense:
+                out[:] = 0
+            for u in range(n_unique):
+                acc = np.zeros(dim, dt)
+                for s in range(starts[u], starts[u + 1]):
+                    j, b = perm[s], bag_of[perm[s]]
+                    if w is not None:
+                        acc = acc + w[j] * g[b]
+                    elif mean:
+                        acc = acc + (dt(1) / dt(ends[b] - offs[b])) * g[b]
+                    else:
+                        acc = acc + g[b]
+                out[rows[u] if dense else u] = acc
+        return f
+
+    def _weight_grad(self, dt):
+        def f(grad_out, n_bags, table, num_rows, dim, ids, n_ids, offsets, out, stream, device):
+            self.calls.append("weight_grad")
+            g = _view(grad_out, n_bags * dim, dt).reshape(n_bags, dim)
+            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
+            i = _view(ids, n_ids, np.int64).copy()
+            o = _view(offsets, n_bags, np.int64).copy()
+            _view(out, n_ids, dt)[:] = _core.embedding_bag_weight_grad(g.copy(), t, i, o, 1)
+        return f
+
+
+def _layout(n):
+    return dict(words=7 * n + 2, sorted_rows=0, perm=n, rows=5 * n, starts=6 * n, n_unique=7 * n + 1)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    fake = FakeCuda()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(_gpu, "cuda_module", lambda: fake)
+    real = _gpu.resolve_device
+    # device="cuda" takes the CUDA branch (on CPU tensors); anything else as usual
+    monkeypatch.setattr(
+        _gpu, "resolve_device", lambda device, **inputs: cpu if device == "cuda" else real(device, **inputs)
+    )
+    monkeypatch.setattr(_gpu, "stream_handle", lambda device: 0)
+    return fake
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
+def test_python_cuda_branch_emulated(fake_cuda, dtype, mode, weighted, shape):
+    num_rows, d, sizes = shape
+    table, ids, offsets, weights, grad_out = problem(num_rows * 3 + d, num_rows, d, sizes, dtype, weighted)
+    T = torch.from_numpy
+    tw = None if weights is None else T(weights)
+    out = ops.embedding_bag(T(table), T(ids), T(offsets), tw, mode, device="cuda")
+    assert isinstance(out, torch.Tensor)
+    assert out.numpy().tobytes() == ops.embedding_bag(table, ids, offsets, weights, mode).tobytes()
+    g = ops.gather(table, ids.reshape(-1, 1), device="cuda")
+    np.testing.assert_array_equal(g.numpy(), table[ids.reshape(-1, 1)])
+    dense = ops.embedding_bag_backward(T(grad_out), T(ids), T(offsets), num_rows, tw, mode, device="cuda")
+    cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
+    assert dense.numpy().tobytes() == cpu_dense.tobytes()
+    rows, values = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse=True,
+                                              device="cuda")
+    r, v = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse=True)
+    np.testing.assert_array_equal(rows.numpy(), r)
+    assert values.numpy().tobytes() == v.tobytes()
+    if weighted:
+        wg = ops.embedding_bag_weight_grad(grad_out, table, ids, offsets, device="cuda")
+        assert wg.numpy().tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+    if len(ids):
+        assert "group" in fake_cuda.calls and "forward" in fake_cuda.calls
+
+
+def test_python_cuda_branch_emulated_2d_ids_and_errors(fake_cuda):
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((40, 6))
+    ids = rng.integers(0, 40, (7, 4))
+    w = rng.standard_normal((7, 4))
+    for mode, weights in [("sum", None), ("mean", None), ("sum", w)]:
+        out = ops.embedding_bag(table, ids, weights=weights, mode=mode, device="cuda")
+        assert out.numpy().tobytes() == ops.embedding_bag(table, ids, weights=weights, mode=mode).tobytes()
+    g = rng.standard_normal((7, 6))
+    wg = ops.embedding_bag_weight_grad(g, table, ids, device="cuda")
+    assert wg.shape == (7, 4)
+    np.testing.assert_array_equal(wg.numpy(), ops.embedding_bag_weight_grad(g, table, ids))
+    assert ops.gather(table, 5, device="cuda").shape == (6,)
+    # the same checks and messages as the CPU path
+    t32 = np.ones((10, 4), np.float32)
+    i4 = np.array([1, 2, 3, 4])
+    o2 = np.array([0, 2])
+    with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
+        ops.embedding_bag(t32, [1, 10, -1, 99], o2, device="cuda")
+    with pytest.raises(IndexError, match=r"ids contains id 12, outside \[0, 10\)"):
+        ops.gather(t32, torch.tensor([[0, 12], [13, 1]]), device="cuda")
+    with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), [0, 5, 1, 1], o2, 5, device="cuda")
+    with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
+        ops.embedding_bag(t32, i4, torch.tensor([1, 2]), device="cuda")
+    with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
+        ops.embedding_bag(t32, torch.tensor(i4), [0, 3, 1], device="cuda")
+    with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
+        ops.embedding_bag(t32, i4, [0, 5], device="cuda")
+    with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
+        ops.embedding_bag(t32, i4, [], device="cuda")
+    with pytest.raises(ValueError, match="ids must be 1-d"):
+        ops.embedding_bag(t32, torch.tensor([[1, 2]]), [0], device="cuda")
+    with pytest.raises(ValueError, match="ids must be 2-d"):
+        ops.embedding_bag(t32, i4, device="cuda")
+    with pytest.raises(TypeError, match="ids must have an integer dtype, got float32"):
+        ops.embedding_bag(t32, torch.tensor([1.0, 2.0]), [0], device="cuda")
+    with pytest.raises(TypeError, match="ids must have an integer dtype, got bool"):
+        ops.gather(t32, np.array([True, False]), device="cuda")
+    with pytest.raises(TypeError, match=r"weights must have dtype float32 \(the table's dtype\), got float64"):
+        ops.embedding_bag(t32, i4, o2, weights=np.ones(4), device="cuda")
+    with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
+        ops.embedding_bag(t32, i4, o2, weights=np.ones(3, np.float32), device="cuda")
+    bad_w = torch.ones(4)
+    bad_w[2] = float("inf")
+    with pytest.raises(ValueError, match="weights contains NaN or inf"):
+        ops.embedding_bag(t32, i4, o2, weights=bad_w, device="cuda")
+    with pytest.raises(ValueError, match="only supported with mode='sum'"):
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), i4, o2, 10, np.ones(4, np.float32), "mean",
+                                   device="cuda")
+    with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
+        ops.embedding_bag_backward(np.ones((3, 4), np.float32), i4, o2, 10, device="cuda")
+    with pytest.raises(ValueError, match="num_rows must be non-negative, got -1"):
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), i4, o2, -1, device="cuda")
+    with pytest.raises(TypeError, match="grad_out must have dtype float32"):
+        ops.embedding_bag_weight_grad(np.ones((2, 4)), t32, i4, o2, device="cuda")
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
+        ops.embedding_bag_weight_grad(np.ones((2, 3), np.float32), t32, i4, o2, device="cuda")
+    with pytest.raises(ValueError, match="mode must be 'sum' or 'mean', got 'max'"):
+        ops.embedding_bag(t32, i4, o2, mode="max", device="cuda")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.embedding_bag(t32.astype(np.int64), i4, o2, device="cuda")
+
+
+@pytest.mark.skipif(not _gpu.built_with_cuda(), reason="needs metarec-fast built with METAREC_CUDA=ON")
+def test_emulated_launchers_have_the_real_signatures():
+    # The emulation above is only a check of the Python branch if it takes the
+    # same arguments, in the same order, as the compiled launchers.
+    import inspect
+    import re
+
+    real, fake = _gpu.cuda_module(), FakeCuda()
+    names = [n for n in dir(real) if n.startswith("embedding_") and n != "embedding_group_layout"]
+    assert len(names) == 10
+    for name in names:
+        doc = getattr(real, name).__doc__
+        real_params = re.findall(r"(\w+): ", doc.split("->")[0].split("(", 1)[1])
+        fake_params = list(inspect.signature(getattr(fake, name)).parameters)
+        assert real_params == fake_params, name
+    assert real.embedding_group_layout(5) == {**_layout(5), "words": 37}
+
+
+# ---------------------------------------------------------------------------
+# Everywhere (Linux + a C++ compiler): the CUDA kernels themselves, emulated on
+# the host. tests/cuda_emulation/embedding_emulator.cpp compiles the device
+# code of cpp/cuda/embedding_kernels.cuh with g++ and runs every thread of
+# every block in turn (exact: the kernels never communicate between threads),
+# so the kernels' indexing, vector widths, thread groups, grid-stride loops,
+# workspace layout and summation order are checked against the CPU kernels,
+# bit for bit, without a GPU.
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+_I64 = ctypes.c_int64
+_P = ctypes.c_void_p
+_INT = ctypes.c_int
+
+
+_EMU_FLAGS = ["-std=c++17", "-O1", "-ffp-contract=off", "-Wno-unknown-pragmas"]
+
+
+@pytest.fixture(scope="module")
+def emu_builds(tmp_path_factory):
+    """Compiles the emulator twice, in parallel: a shared library for ctypes and
+    an AddressSanitizer + UBSan stress executable (None if the toolchain has no
+    sanitizers)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = _ROOT / "tests" / "cuda_emulation" / "embedding_emulator.cpp"
+    inc = _ROOT / "cpp" / "cuda"
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not sys.platform.startswith("linux") or cxx is None or not (inc / "embedding_kernels.cuh").exists():
+        pytest.skip("needs Linux, a C++ compiler and the source tree")
+    tmp = tmp_path_factory.mktemp("cuda_emulation")
+    lib_path, exe_path = tmp / "embedding_emulator.so", tmp / "embedding_emulator_asan"
+    lib_job = subprocess.Popen([cxx, *_EMU_FLAGS, "-fPIC", "-shared", f"-I{inc}", str(src), "-o", str(lib_path)])
+    exe_job = subprocess.Popen(
+        [cxx, *_EMU_FLAGS, "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-DMETAREC_EMU_MAIN", f"-I{inc}", str(src), "-o", str(exe_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    assert lib_job.wait(timeout=300) == 0, "the emulator does not compile"
+    exe_ok = exe_job.wait(timeout=300) == 0
+    return lib_path, (exe_path if exe_ok else None)
+
+
+@pytest.fixture(scope="module")
+def emu(emu_builds):
+    lib_path, _ = emu_builds
+    lib = ctypes.CDLL(str(lib_path))
+    lib.emu_gather.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT]
+    lib.emu_forward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _I64, _P, _INT, _P, _INT]
+    lib.emu_group.argtypes = [_P, _I64, _P, _I64, _I64, _P, _INT]
+    lib.emu_check.argtypes = [_P, _I64, _I64, _P, _I64, _P, _INT]
+    lib.emu_misaligned.restype = ctypes.c_longlong
+    lib.emu_backward.argtypes = [_INT, _P, _I64, _I64, _P, _I64, _P, _INT, _P, _I64, _INT, _I64, _P, _INT]
+    lib.emu_weight_grad.argtypes = [_INT, _P, _I64, _P, _I64, _I64, _P, _I64, _P, _P, _INT]
+    return lib
+
+
+def _a(x):
+    return None if x is None else x.ctypes.data
+
+
+def _f64(x):
+    return int(x.dtype == np.float64)
+
+
+def _misaligned(a):
+    """A copy of ``a`` whose data starts one element past an allocation (breaks 16-byte alignment)."""
+    buf = np.empty(a.size + 1, a.dtype)
+    out = buf[1:].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def emu_gather(lib, table, ids, blocks=0):
+    out = np.full((len(ids), table.shape[1]), np.nan, table.dtype)
+    lib.emu_gather(_f64(table), _a(table), table.shape[0], table.shape[1], _a(ids), len(ids), _a(out), blocks)
+    return out
+
+
+def emu_forward(lib, table, ids, offsets, weights, mode, blocks=0, out=None):
+    out = np.full((len(offsets), table.shape[1]), np.nan, table.dtype) if out is None else out
+    lib.emu_forward(_f64(table), _a(table), table.shape[0], table.shape[1], _a(ids), len(ids), _a(offsets),
+                    len(offsets), _a(weights), mode == "mean", _a(out), blocks)
+    return out
+
+
+def emu_group(lib, ids, offsets, num_rows, blocks=0):
+    n = len(ids)
+    ws = np.full(7 * n + 2, -7, np.int64)
+    lib.emu_group(_a(ids), n, _a(offsets), len(offsets), num_rows, _a(ws), blocks)
+    return ws
+
+
+def emu_backward(lib, grad_out, ids, offsets, num_rows, weights, mode, sparse, blocks=0):
+    n, d = len(ids), grad_out.shape[1]
+    ws = emu_group(lib, ids, offsets, num_rows, blocks)
+    if sparse:
+        n_unique = int(ws[7 * n + 1])
+        rows = ws[5 * n: 5 * n + n_unique].copy()
+        dest = np.full((n_unique, d), np.nan, grad_out.dtype)
+        lib.emu_backward(_f64(grad_out), _a(grad_out), len(offsets), d, _a(offsets), n, _a(weights),
+                         mode == "mean", _a(ws), n_unique, 0, num_rows, _a(dest), blocks)
+        return rows, dest
+    dest = np.full((num_rows, d), np.nan, grad_out.dtype)
+    lib.emu_backward(_f64(grad_out), _a(grad_out), len(offsets), d, _a(offsets), n, _a(weights),
+                     mode == "mean", _a(ws), n, 1, num_rows, _a(dest), blocks)
+    return dest
+
+
+def emu_weight_grad(lib, grad_out, table, ids, offsets, blocks=0):
+    out = np.full(len(ids), np.nan, table.dtype)
+    lib.emu_weight_grad(_f64(table), _a(grad_out), len(offsets), _a(table), table.shape[0], table.shape[1],
+                        _a(ids), len(ids), _a(offsets), _a(out), blocks)
+    return out
+
+
+EMU_SHAPES = SHAPES + [(500, 2, [3, 9, 1, 0, 4] * 6), (64, 66, [5, 0, 8, 2]), (2, 130, [7, 1, 5])]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", MODES)
+@pytest.mark.parametrize("shape", EMU_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
+def test_emulated_kernels_equal_cpu_bitwise(emu, dtype, mode, weighted, shape):
+    num_rows, d, sizes = shape
+    table, ids, offsets, weights, grad_out = problem(num_rows * 7 + d, num_rows, d, sizes, dtype, weighted)
+    cpu_fwd = ops.embedding_bag(table, ids, offsets, weights, mode)
+    cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
+    cpu_rows, cpu_values = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse=True)
+    for blocks in (0, 1, 3):  # the launchers' grid, and tiny grids (grid-stride loops)
+        for tab, g in ((table, grad_out), (_misaligned(table), _misaligned(grad_out))):
+            assert emu_forward(emu, tab, ids, offsets, weights, mode, blocks).tobytes() == cpu_fwd.tobytes()
+            np.testing.assert_array_equal(emu_gather(emu, tab, ids, blocks), table[ids])
+            assert emu_backward(emu, g, ids, offsets, num_rows, weights, mode, False, blocks).tobytes() == \
+                cpu_dense.tobytes()
+            rows, values = emu_backward(emu, g, ids, offsets, num_rows, weights, mode, True, blocks)
+            np.testing.assert_array_equal(rows, cpu_rows)
+            assert values.tobytes() == cpu_values.tobytes()
+            if weighted:
+                wg = emu_weight_grad(emu, g, tab, ids, offsets, blocks)
+                assert wg.tobytes() == ops.embedding_bag_weight_grad(grad_out, table, ids, offsets).tobytes()
+    assert emu.emu_misaligned() == 0  # every vector load/store was aligned to its width
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_emulated_kernels_random_and_hot_rows(emu, seed):
+    rng = np.random.default_rng(seed)
+    for dtype in DTYPES:
+        for mode, weighted in MODES:
+            d = [1, 3, 64, 100][rng.integers(0, 4)]
+            table, ids, offsets, weights, grad_out = problem(seed, 50, d, random_sizes(rng, 120), dtype, weighted)
+            assert emu_forward(emu, table, ids, offsets, weights, mode).tobytes() == \
+                ops.embedding_bag(table, ids, offsets, weights, mode).tobytes()
+            assert emu_backward(emu, grad_out, ids, offsets, 50, weights, mode, False).tobytes() == \
+                ops.embedding_bag_backward(grad_out, ids, offsets, 50, weights, mode).tobytes()
+    # one row looked up thousands of times; a huge table (30 key bits)
+    ids = np.zeros(3000, np.int64)
+    ids[::7] = 3
+    offsets = np.arange(0, 3000, 10, dtype=np.int64)
+    g = rng.standard_normal((len(offsets), 64)).astype(np.float32)
+    for mode in ("sum", "mean"):
+        assert emu_backward(emu, g, ids, offsets, 5, None, mode, False).tobytes() == \
+            ops.embedding_bag_backward(g, ids, offsets, 5, mode=mode).tobytes()
+    r, v = emu_backward(emu, g, ids * 10**8 + 7, offsets, 10**9, None, "sum", True)
+    r_cpu, v_cpu = ops.embedding_bag_backward(g, ids * 10**8 + 7, offsets, 10**9, sparse=True)
+    np.testing.assert_array_equal(r, r_cpu)
+    assert v.tobytes() == v_cpu.tobytes()
+
+
+def test_emulated_kernels_empty_and_bad_ids(emu):
+    t = np.arange(12, dtype=np.float32).reshape(4, 3)
+    e = np.zeros(0, np.int64)
+    assert emu_forward(emu, t, e, np.zeros(2, np.int64), None, "mean").tolist() == [[0.0] * 3] * 2
+    assert emu_forward(emu, t, e, e, None, "sum").shape == (0, 3)
+    assert not emu_backward(emu, np.ones((2, 3), np.float32), e, np.zeros(2, np.int64), 4, None, "sum", False).any()
+    rows, values = emu_backward(emu, np.ones((2, 3), np.float32), e, np.zeros(2, np.int64), 4, None, "sum", True)
+    assert rows.shape == (0,) and values.shape == (0, 3)
+    # ids the Python layer would reject: never read, they contribute nothing
+    out = emu_forward(emu, t, np.array([1, 99, -5, 2], np.int64), np.array([0, 2], np.int64), None, "sum")
+    np.testing.assert_array_equal(out, [t[1], t[2]])
+    np.testing.assert_array_equal(emu_gather(emu, t, np.array([7, 0], np.int64)), [[0, 0, 0], t[0]])
+
+
+def test_emulated_check_kernel(emu):
+    def check(ids, offsets, num_rows, blocks=0):
+        ids = np.asarray(ids, np.int64)
+        offsets = np.asarray(offsets, np.int64)
+        r = np.full(4, 12345, np.int64)
+        emu.emu_check(_a(ids), len(ids), num_rows, _a(offsets) if len(offsets) else None, len(offsets),
+                      _a(r), blocks)
+        return r.tolist() if len(offsets) else r[:2].tolist()
+
+    assert check([1, 2, 3, 4], [0, 2], 10) == [-1, -1, 0, 2]
+    assert check([1, 10, -1, 99], [0, 2], 10) == [1, -1, 0, 2]
+    assert check([1, 2, 3, 4], [1, 3, 2, 2, 0], 10) == [-1, 2, 1, 0]
+    assert check([], [0, 0], 3) == [-1, -1, 0, 0]
+    assert check([5], [], 3) == [0, -1]
+    big = np.zeros(200_000, np.int64)
+    big[150_000], big[190_000], big[70_001] = 77, 55, -2
+    offs = np.arange(0, 200_000, 10)
+    offs[9000] = 5
+    for blocks in (0, 1, 7):
+        assert check(big, offs, 10, blocks) == [70_001, 9000, 0, 199_990]
+
+
+def test_emulated_kernels_under_address_sanitizer(emu_builds):
+    # Random problems (empty bags, rejected ids and offsets, misaligned
+    # buffers, tiny grids) on buffers of exactly the documented sizes: no
+    # kernel reads or writes outside them, and every vector access is aligned.
+    import subprocess
+
+    _, exe = emu_builds
+    if exe is None:
+        pytest.skip("the C++ toolchain has no AddressSanitizer")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 misaligned" in run.stdout
