@@ -24,6 +24,7 @@ allocated on the GPU); ``import metarec_fast`` and the CPU paths never need it.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -102,7 +103,7 @@ def resolve_device(device: Any, **inputs: Any) -> Any:
                     "pass CPU data or device='cuda'"
                 )
             return None
-        if text != "cuda" and not text.startswith("cuda:"):
+        if re.fullmatch(r"cuda(:[0-9]+)?", text) is None:
             raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         cuda_module()  # the "built without CUDA" error comes first
         import torch
