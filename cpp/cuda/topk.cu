@@ -32,6 +32,13 @@
 #include <stdexcept>
 #include <string>
 
+// Kernel launches go through this macro so that tests/cuda_emu can run the
+// kernels on the host (threads as CUDA threads) to check their logic.
+#ifndef METAREC_CUDA_LAUNCH
+#define METAREC_CUDA_LAUNCH(kernel, grid, block, stream, ...) \
+    kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
 namespace metarec {
 namespace cuda {
 
@@ -44,7 +51,11 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kSentinelId = INT_MAX;   // sorts after every real id
 constexpr int kSortCap = 2048;          // entries the merge kernel sorts per row (power of 2)
 constexpr int kRowsCap = 1024;          // candidate buffer of the explicit-score kernel
-constexpr int64_t kScratchBytes = int64_t(1) << 30;  // per launch group of rows
+// Scratch for the per-(row, slice) lists; more rows are handled in groups.
+#ifndef METAREC_TOPK_SCRATCH_BYTES
+#define METAREC_TOPK_SCRATCH_BYTES (int64_t(1) << 30)
+#endif
+constexpr int64_t kScratchBytes = METAREC_TOPK_SCRATCH_BYTES;
 
 static_assert(kTopkMaxK <= kSortCap, "one slice must fit the merge");
 
@@ -588,7 +599,8 @@ int sm_count(int device) {
 void pad_all(int64_t* out_ids, float* out_scores, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
     const int64_t blocks = std::min<int64_t>(ceil_div(n, kThreads), 4096);
-    pad_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(out_ids, out_scores, n);
+    METAREC_CUDA_LAUNCH(pad_kernel, static_cast<unsigned>(blocks), kThreads, stream, out_ids, out_scores,
+                        n);
     check_launch("pad_kernel");
 }
 
@@ -640,8 +652,8 @@ template <class T>
 void merge(const Lists<T>& L, int64_t n_rows, int64_t k, int64_t* out_ids, float* out_scores,
            cudaStream_t stream) {
     const int P = next_pow2(int64_t(L.S) * L.kk);
-    merge_kernel<T><<<grid_x(n_rows), kThreads, 0, stream>>>(L.s, L.id, L.n, n_rows, L.S, L.kk, P,
-                                                              k, out_ids, out_scores);
+    METAREC_CUDA_LAUNCH(merge_kernel<T>, grid_x(n_rows), kThreads, stream, L.s, L.id, L.n, n_rows, L.S,
+                        L.kk, P, k, out_ids, out_scores);
     check_launch("topk merge_kernel");
 }
 
@@ -682,9 +694,8 @@ void topk(const T* scores, int64_t n_rows, int64_t n_cols, int64_t k, const int6
         ex.nnz = nnz;
         ex.row_offset = r0;
         const dim3 grid(grid_x(rows), static_cast<unsigned>(plan.S));
-        topk_rows_kernel<T><<<grid, kThreads, 0, stream>>>(scores + r0 * n_cols, rows, n_cols, ex, L,
-                                                           cols_per_slice,
-                                                           nan_pos.as<unsigned long long>());
+        METAREC_CUDA_LAUNCH(topk_rows_kernel<T>, grid, kThreads, stream, scores + r0 * n_cols, rows, n_cols,
+                            ex, L, cols_per_slice, nan_pos.as<unsigned long long>());
         check_launch("topk_rows_kernel");
         merge<T>(L, rows, k, out_ids + r0 * k, out_scores + r0 * k, stream);
     }
@@ -737,9 +748,8 @@ void topk_dot(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t 
         ex.nnz = nnz;
         ex.row_offset = q0;
         const dim3 grid(grid_x(ceil_div(rows, BM)), static_cast<unsigned>(plan.S));
-        topk_dot_kernel<T><<<grid, kThreads, 0, stream>>>(queries + q0 * d, rows, items, ni,
-                                                          static_cast<int>(d), bias, ex, L,
-                                                          plan.units_per_slice);
+        METAREC_CUDA_LAUNCH(topk_dot_kernel<T>, grid, kThreads, stream, queries + q0 * d, rows, items, ni,
+                            static_cast<int>(d), bias, ex, L, plan.units_per_slice);
         check_launch("topk_dot_kernel");
         merge<T>(L, rows, k, out_ids + q0 * k, out_scores + q0 * k, stream);
     }
