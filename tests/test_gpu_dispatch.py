@@ -150,3 +150,126 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------- wrapper wiring
+# The CUDA wrappers' plumbing (argument order, dtype suffix, shapes, exclusion
+# transfer, output allocation) checked on the CPU: "device" memory is CPU torch
+# memory and a stand-in _cuda module runs the CPU kernels on the raw pointers.
+
+
+class PointerCore:
+    """Implements _cuda.topk_* / topk_dot_* with the CPU core, through pointers."""
+
+    topk_max_k = 1024
+
+    def __init__(self):
+        self.calls = []
+
+    @staticmethod
+    def _arr(address, shape, dtype):
+        import ctypes
+
+        n = int(np.prod(shape))
+        if n == 0:
+            return np.zeros(shape, dtype)
+        buf = (ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(address)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+    def _excl(self, indptr, indices, nnz, n_rows):
+        if indptr == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self._arr(indptr, (n_rows + 1,), np.int64).copy(), self._arr(indices, (nnz,), np.int64).copy()
+
+    def _topk(self, dtype, scores, n, m, k, indptr, indices, nnz, out_ids, out_vals, stream, device,
+              slices=0):
+        from metarec_fast import _core
+
+        self.calls.append(("topk", np.dtype(dtype).name, n, m, k, nnz, stream, device, slices))
+        s = self._arr(scores, (n, m), dtype).copy()
+        ip, ix = self._excl(indptr, indices, nnz, n)
+        fn = _core.topk_f32 if dtype == np.float32 else _core.topk_f64
+        ids, vals = fn(s, k, ip, ix, 1)
+        self._arr(out_ids, (n, k), np.int64)[...] = ids
+        self._arr(out_vals, (n, k), np.float32)[...] = vals
+
+    def _topk_dot(self, dtype, q, nq, it, ni, d, bias, k, indptr, indices, nnz, out_ids, out_vals,
+                  stream, device, slices=0):
+        from metarec_fast import _core
+
+        self.calls.append(("topk_dot", np.dtype(dtype).name, nq, ni, d, bias != 0, k, nnz, slices))
+        qa = self._arr(q, (nq, d), dtype).copy()
+        ia = self._arr(it, (ni, d), dtype).copy()
+        ba = None if bias == 0 else self._arr(bias, (ni,), dtype).copy()
+        ip, ix = self._excl(indptr, indices, nnz, nq)
+        fn = _core.topk_dot_f32 if dtype == np.float32 else _core.topk_dot_f64
+        ids, vals = fn(qa, ia, k, ba, ip, ix, 1)
+        self._arr(out_ids, (nq, k), np.int64)[...] = ids
+        self._arr(out_vals, (nq, k), np.float32)[...] = vals
+
+    def topk_f32(self, *a):
+        self._topk(np.float32, *a)
+
+    def topk_f64(self, *a):
+        self._topk(np.float64, *a)
+
+    def topk_dot_f32(self, *a):
+        self._topk_dot(np.float32, *a)
+
+    def topk_dot_f64(self, *a):
+        self._topk_dot(np.float64, *a)
+
+
+@pytest.fixture
+def pointer_core(monkeypatch):
+    import importlib
+
+    torch = pytest.importorskip("torch")
+    topk_mod = importlib.import_module("metarec_fast.ops.topk")  # ops.topk is the function
+
+    core = PointerCore()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(_gpu, "cuda_module", lambda: core)
+    monkeypatch.setattr(_gpu, "resolve_device", lambda device, **inputs: cpu if device == "fake" else None)
+    monkeypatch.setattr(_gpu, "stream_handle", lambda device: 12345)
+    return core, topk_mod
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_wrappers_pass_the_right_pointers(pointer_core, dtype):
+    import scipy.sparse as sp
+
+    core, topk_mod = pointer_core
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((7, 5)).astype(dtype)
+    it = rng.standard_normal((40, 5)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    excl = sp.random(7, 40, density=0.2, format="csr", random_state=2)
+    ids, vals = ops.topk_dot(q, it, 6, item_bias=b, exclude=excl, device="fake")
+    rids, rvals = ops.topk_dot(q, it, 6, item_bias=b, exclude=excl)
+    np.testing.assert_array_equal(ids.numpy(), rids)
+    np.testing.assert_array_equal(vals.numpy(), rvals)
+    assert core.calls[-1] == ("topk_dot", np.dtype(dtype).name, 7, 40, 5, True, 6, excl.nnz, 0)
+    ids, _ = ops.topk_dot(q, it, 50, device="fake")  # no bias, no exclusions, k > items
+    np.testing.assert_array_equal(ids.numpy(), ops.topk_dot(q, it, 50)[0])
+    s = q @ it.T
+    unsorted = (np.array([0, 3, 3, 3, 3, 3, 3, 5]), np.array([9, 2, 9, 30, 1]))
+    ids, vals = ops.topk(s, 4, exclude=unsorted, device="fake")
+    rids, rvals = ops.topk(s, 4, exclude=unsorted)
+    np.testing.assert_array_equal(ids.numpy(), rids)
+    np.testing.assert_array_equal(vals.numpy(), rvals)
+    assert core.calls[-1] == ("topk", np.dtype(dtype).name, 7, 40, 4, 5, 12345, None, 0)
+    # the private entry points forward `slices`
+    topk_mod._topk_cuda(s, 3, None, topk_mod._gpu.resolve_device("fake"), slices=5)
+    assert core.calls[-1][-1] == 5
+    # validation still happens before any "device" call
+    n_calls = len(core.calls)
+    with pytest.raises(ValueError, match="same number of columns"):
+        ops.topk_dot(q, it[:, :3], 2, device="fake")
+    with pytest.raises(IndexError, match="column 40"):
+        ops.topk(s, 2, exclude=(np.array([0, 1, 1, 1, 1, 1, 1, 1]), np.array([40])), device="fake")
+    with pytest.raises(ValueError, match=r"queries contains NaN or inf at index \(1, 2\)"):
+        bad = q.copy()
+        bad[1, 2] = np.nan
+        ops.topk_dot(bad, it, 2, device="fake")
+    assert len(core.calls) == n_calls
