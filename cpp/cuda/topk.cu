@@ -19,14 +19,15 @@
 // depend on the slicing or on the order in which candidates arrive.
 //
 // topk_dot_kernel computes its score tiles with a register-tiled SIMT GEMM:
-// 256 threads as 16 x 16, each thread TM x TN scores (rows ty + 16 i, columns
-// tx + 16 j), query and item tiles staged through shared memory BK columns of
-// d at a time (with a register prefetch of the next BK columns). A score is
+// 256 threads as 16 x 16, each thread TM x TN scores (see row_of), query and
+// item tiles staged through shared memory BK columns of d at a time (with a
+// register prefetch of the next BK columns), read back with 16-byte loads. A score is
 // bias + fused multiply-adds over d in order, like the CPU FMA kernels.
 #include "topk.h"
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
@@ -323,6 +324,26 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---------------------------------------------------------------- fused dot
 
+// Row (or column) of a score tile held by thread coordinate t in its slot i.
+template <int VEC>
+__device__ __forceinline__ int row_of(int t, int i) {
+    return (i / VEC) * (16 * VEC) + t * VEC + (i % VEC);
+}
+
+// 16 bytes of shared memory (16-byte aligned) into registers.
+__device__ __forceinline__ void vload(const float* p, float* o) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    o[0] = x.x;
+    o[1] = x.y;
+    o[2] = x.z;
+    o[3] = x.w;
+}
+__device__ __forceinline__ void vload(const double* p, double* o) {
+    const double2 x = *reinterpret_cast<const double2*>(p);
+    o[0] = x.x;
+    o[1] = x.y;
+}
+
 template <class T>
 struct DotCfg;
 template <>
@@ -337,10 +358,12 @@ struct DotCfg<double> {
 // Block (query tile of BM rows, item slice): for each item tile of BN items
 // in the slice, scores = bias + Q_tile . I_tile^T in registers, then the
 // threshold scan and buffered selection.
-template <class T>
-// Two blocks per SM (128 registers a thread; ptxas spills a few bytes in the
-// scan, cheaper than halving the resident warps).
-__global__ void __launch_bounds__(kThreads, 2)
+// MIN_BLOCKS = 2 (the default): two blocks per SM, 128 registers a thread
+// (ptxas spills a few bytes); 1: one block per SM without spills. The
+// environment variable METAREC_CUDA_TOPK_MIN_BLOCKS=1 selects the latter, so
+// that the GPU benchmark can compare both (benchmarks/gpu_bench_topk.py).
+template <class T, int MIN_BLOCKS>
+__global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     topk_dot_kernel(const T* __restrict__ Q, int64_t nq, const T* __restrict__ I, int64_t ni,
                     int d, const T* __restrict__ bias, Excl ex, Lists<T> L,
                     int64_t tiles_per_slice) {
@@ -355,9 +378,16 @@ __global__ void __launch_bounds__(kThreads, 2)
     constexpr int B_LOADS = BN * BK / kThreads;
     static_assert(BM * BK % kThreads == 0 && BN * BK % kThreads == 0, "tile loads");
     static_assert(TM * TN <= 64, "pending mask");
+    // Thread (ty, tx) owns rows row_of(ty, i) and columns row_of(tx, j): VEC
+    // consecutive ones, then the next VEC 16 * VEC further on, so that each
+    // thread reads its a[] / b[] with 16-byte loads and a quarter warp's
+    // 16-byte loads of b[] cover 128 consecutive bytes (no bank conflicts).
+    constexpr int VEC = 16 / static_cast<int>(sizeof(T));
+    static_assert(TM % VEC == 0 && TN % VEC == 0 && (BM + PAD) % VEC == 0, "vector loads");
 
-    __shared__ T As[BK][BM + PAD];
-    __shared__ T Bs[BK][BN + PAD];
+    // 16-byte rows and offsets: the FMA loop reads them with vector loads.
+    __shared__ __align__(16) T As[BK][BM + PAD];
+    __shared__ __align__(16) T Bs[BK][BN + PAD];
     __shared__ SelShared<T, BM, CAP> sh;
 
     const int tid = threadIdx.x;
@@ -379,7 +409,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             T acc[TM][TN];
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
-                const int64_t item = i0 + tx + 16 * j;
+                const int64_t item = i0 + row_of<VEC>(tx, j);
                 const T b = (bias != nullptr && item < ni) ? bias[item] : T(0);
 #pragma unroll
                 for (int i = 0; i < TM; ++i) acc[i][j] = b;
@@ -424,9 +454,9 @@ __global__ void __launch_bounds__(kThreads, 2)
                         T a[TM];
                         T b[TN];
 #pragma unroll
-                        for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + 16 * i];
+                        for (int v = 0; v < TM / VEC; ++v) vload(&As[kk][row_of<VEC>(ty, v * VEC)], a + v * VEC);
 #pragma unroll
-                        for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + 16 * j];
+                        for (int v = 0; v < TN / VEC; ++v) vload(&Bs[kk][row_of<VEC>(tx, v * VEC)], b + v * VEC);
 #pragma unroll
                         for (int i = 0; i < TM; ++i) {
 #pragma unroll
@@ -439,9 +469,9 @@ __global__ void __launch_bounds__(kThreads, 2)
                         T a[TM];
                         T b[TN];
 #pragma unroll
-                        for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + 16 * i];
+                        for (int v = 0; v < TM / VEC; ++v) vload(&As[kk][row_of<VEC>(ty, v * VEC)], a + v * VEC);
 #pragma unroll
-                        for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + 16 * j];
+                        for (int v = 0; v < TN / VEC; ++v) vload(&Bs[kk][row_of<VEC>(tx, v * VEC)], b + v * VEC);
 #pragma unroll
                         for (int i = 0; i < TM; ++i) {
 #pragma unroll
@@ -455,11 +485,11 @@ __global__ void __launch_bounds__(kThreads, 2)
             unsigned long long pending = 0ull;
 #pragma unroll
             for (int i = 0; i < TM; ++i) {
-                const int r = ty + 16 * i;
+                const int r = row_of<VEC>(ty, i);
                 if (r < rows) {
 #pragma unroll
                     for (int j = 0; j < TN; ++j) {
-                        const int64_t item = i0 + tx + 16 * j;
+                        const int64_t item = i0 + row_of<VEC>(tx, j);
                         if (item < ni && sel_passes(sh, r, acc[i][j], static_cast<int>(item))) {
                             pending |= 1ull << (i * TN + j);
                         }
@@ -475,8 +505,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                         for (int j = 0; j < TN; ++j) {
                             const unsigned long long bit = 1ull << (i * TN + j);
                             if (pending & bit) {
-                                const int item = static_cast<int>(i0 + tx + 16 * j);
-                                if (sel_append(sh, ty + 16 * i, acc[i][j], item)) {
+                                const int item = static_cast<int>(i0 + row_of<VEC>(tx, j));
+                                if (sel_append(sh, row_of<VEC>(ty, i), acc[i][j], item)) {
                                     pending &= ~bit;
                                 } else {
                                     overflow = true;
@@ -493,8 +523,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
                         for (int j = 0; j < TN; ++j) {
                             const unsigned long long bit = 1ull << (i * TN + j);
-                            const int item = static_cast<int>(i0 + tx + 16 * j);
-                            if ((pending & bit) && !sel_passes(sh, ty + 16 * i, acc[i][j], item)) {
+                            const int item = static_cast<int>(i0 + row_of<VEC>(tx, j));
+                            if ((pending & bit) && !sel_passes(sh, row_of<VEC>(ty, i), acc[i][j], item)) {
                                 pending &= ~bit;
                             }
                         }
@@ -740,6 +770,8 @@ void topk_dot(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t 
     L.n = ln.as<int>();
     L.kk = static_cast<int>(kk);
     L.S = plan.S;
+    const char* min_blocks = std::getenv("METAREC_CUDA_TOPK_MIN_BLOCKS");
+    const bool one_block_per_sm = min_blocks != nullptr && std::string(min_blocks) == "1";
     for (int64_t q0 = 0; q0 < nq; q0 += group) {
         const int64_t rows = std::min(group, nq - q0);
         Excl ex;
@@ -748,8 +780,13 @@ void topk_dot(const T* queries, int64_t nq, const T* items, int64_t ni, int64_t 
         ex.nnz = nnz;
         ex.row_offset = q0;
         const dim3 grid(grid_x(ceil_div(rows, BM)), static_cast<unsigned>(plan.S));
-        METAREC_CUDA_LAUNCH(topk_dot_kernel<T>, grid, kThreads, stream, queries + q0 * d, rows, items, ni,
-                            static_cast<int>(d), bias, ex, L, plan.units_per_slice);
+        if (one_block_per_sm) {
+            METAREC_CUDA_LAUNCH((topk_dot_kernel<T, 1>), grid, kThreads, stream, queries + q0 * d, rows,
+                                items, ni, static_cast<int>(d), bias, ex, L, plan.units_per_slice);
+        } else {
+            METAREC_CUDA_LAUNCH((topk_dot_kernel<T, 2>), grid, kThreads, stream, queries + q0 * d, rows,
+                                items, ni, static_cast<int>(d), bias, ex, L, plan.units_per_slice);
+        }
         check_launch("topk_dot_kernel");
         merge<T>(L, rows, k, out_ids + q0 * k, out_scores + q0 * k, stream);
     }

@@ -78,6 +78,14 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cu
     return cudaSuccess;
 }
 
+struct float4 {
+    float x, y, z, w;
+};
+struct double2 {
+    double x, y;
+};
+
+#define __align__(n) __attribute__((aligned(n)))
 #define __global__
 #define __device__
 #define __host__
