@@ -24,6 +24,7 @@ allocated on the GPU); ``import metarec_fast`` and the CPU paths never need it.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -102,19 +103,24 @@ def resolve_device(device: Any, **inputs: Any) -> Any:
                     "pass CPU data or device='cuda'"
                 )
             return None
-        if text != "cuda" and not text.startswith("cuda:"):
+        if re.fullmatch(r"cuda(:[0-9]+)?", text) is None:
             raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         cuda_module()  # the "built without CUDA" error comes first
         import torch
 
-        target = torch.device(text)
-        if target.index is None:
-            target = torch.device("cuda", torch.cuda.current_device())
+        try:
+            target = torch.device(text)
+        except (RuntimeError, ValueError) as exc:  # e.g. "cuda:x"
+            raise ValueError(
+                f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+            ) from exc
     import torch
 
     cuda_module()
     if not torch.cuda.is_available() or device_count() == 0:
         raise RuntimeError(f"device {target} requested but no CUDA device is available")
+    if target.index is None:  # "cuda": the current device (asked only once one exists)
+        target = torch.device("cuda", torch.cuda.current_device())
     if target.index is not None and target.index >= device_count():
         raise ValueError(f"device {target} does not exist ({device_count()} CUDA devices)")
     for name, where in on_cuda.items():
@@ -147,8 +153,12 @@ def float_tensor(x: Any, name: str, ndim: int, device: Any, dtype: Any = None,
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(t.shape)}")
     t = t.to(device).contiguous()
     if finite and t.numel() and not bool(torch.isfinite(t).all()):
-        bad = int(torch.nonzero(~torch.isfinite(t.reshape(-1)))[0])
-        raise ValueError(f"{name} contains NaN or inf (first at flat position {bad})")
+        # Named like the CPU's check_finite: the first bad entry in row-major order.
+        flat = int(torch.nonzero(~torch.isfinite(t.reshape(-1)))[0])
+        pos = np.unravel_index(flat, tuple(t.shape))
+        where = int(pos[0]) if len(pos) == 1 else tuple(int(p) for p in pos)
+        value = float(t.reshape(-1)[flat])
+        raise ValueError(f"{name} contains NaN or inf at index {where} (value {value})")
     return t
 
 

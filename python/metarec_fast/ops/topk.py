@@ -1,5 +1,12 @@
 """Top-k selection with exclusions: over explicit scores, or fused with the
-inner products that produce them (the score matrix is never materialised)."""
+inner products that produce them (the score matrix is never materialised).
+
+Both run on the CPU (C++/OpenMP) or, with CUDA tensors or ``device="cuda"``,
+on the GPU (module ``metarec_fast._cuda``; device rules in
+``metarec_fast._gpu``). The GPU keeps at most 1024 items per row
+(``min(k, n_items) <= 1024``, else ``ValueError``) and fewer than 2^31 - 1
+items; conventions and exceptions are otherwise the CPU's.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _gpu
 from .._config import resolve_num_threads
 from .._validation import (
     as_csr,
@@ -29,8 +36,80 @@ def _exclusion(exclude: Any, n_rows: int, n_cols: int) -> tuple[np.ndarray, np.n
     return csr.indptr, csr.indices
 
 
-def _suffix(dtype: np.dtype) -> str:
-    return "f32" if dtype == np.float32 else "f64"
+def _suffix(dtype: Any) -> str:
+    """Kernel name suffix for a numpy or torch float dtype."""
+    return "f32" if str(dtype) in ("float32", "torch.float32") else "f64"
+
+
+def _exclude_device(exclude: Any) -> Any:
+    """An ``(indptr, indices)`` pair of CUDA tensors, for device resolution."""
+    if isinstance(exclude, tuple) and len(exclude) in (2, 3):
+        return next((x for x in exclude[:2] if _gpu.is_cuda_tensor(x)), None)
+    return None
+
+
+def _cuda_exclusion(exclude: Any, n_rows: int, n_cols: int, device: Any) -> tuple[Any, Any, int]:
+    """The exclusion pattern as int64 CUDA tensors (indptr, indices) and its nnz.
+
+    Validated (and rows sorted) on the CPU by ``as_csr``, like the CPU path;
+    CUDA tensors given as ``(indptr, indices)`` are copied to the host for
+    that, then the checked pattern is copied to ``device``.
+    """
+    if exclude is None:
+        return None, None, 0
+    import torch
+
+    if isinstance(exclude, tuple):
+        exclude = tuple(x.cpu() if _gpu.is_cuda_tensor(x) else x for x in exclude)
+    csr = as_csr(exclude, "exclude", n_rows, n_cols)
+    indptr = torch.tensor(csr.indptr, dtype=torch.int64, device=device)
+    indices = torch.tensor(csr.indices, dtype=torch.int64, device=device)
+    return indptr, indices, int(csr.indices.shape[0])
+
+
+def _cuda_outputs(n_rows: int, k: int, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    ids = torch.empty((n_rows, k), dtype=torch.int64, device=device)
+    vals = torch.empty((n_rows, k), dtype=torch.float32, device=device)
+    return ids, vals
+
+
+def _topk_cuda(scores: Any, k: int, exclude: Any, device: Any, slices: int = 0) -> tuple[Any, Any]:
+    s = _gpu.float_tensor(scores, "scores", 2, device, finite=False)  # NaN: found by the kernel
+    n, m = int(s.shape[0]), int(s.shape[1])
+    indptr, indices, nnz = _cuda_exclusion(exclude, n, m, device)
+    ids, vals = _cuda_outputs(n, k, device)
+    fn = getattr(_gpu.cuda_module(), "topk_" + _suffix(s.dtype))
+    fn(_gpu.ptr(s), n, m, k, _gpu.ptr(indptr), _gpu.ptr(indices), nnz, _gpu.ptr(ids),
+       _gpu.ptr(vals), _gpu.stream_handle(device), device.index, slices)
+    return ids, vals
+
+
+def _topk_dot_cuda(queries: Any, items: Any, k: int, item_bias: Any, exclude: Any, device: Any,
+                   slices: int = 0) -> tuple[Any, Any]:
+    q = _gpu.float_tensor(queries, "queries", 2, device)
+    it = _gpu.float_tensor(items, "items", 2, device, dtype=q.dtype)
+    if q.shape[1] != it.shape[1]:
+        raise ValueError(
+            f"queries and items must have the same number of columns d, got "
+            f"queries {tuple(q.shape)} (d={q.shape[1]}) and items {tuple(it.shape)} "
+            f"(d={it.shape[1]})"
+        )
+    b = None
+    if item_bias is not None:
+        b = _gpu.float_tensor(item_bias, "item_bias", 1, device, dtype=q.dtype)
+        if b.shape[0] != it.shape[0]:
+            raise ValueError(
+                f"item_bias must have one entry per item ({it.shape[0]}), got {b.shape[0]}"
+            )
+    nq, ni, d = int(q.shape[0]), int(it.shape[0]), int(q.shape[1])
+    indptr, indices, nnz = _cuda_exclusion(exclude, nq, ni, device)
+    ids, vals = _cuda_outputs(nq, k, device)
+    fn = getattr(_gpu.cuda_module(), "topk_dot_" + _suffix(q.dtype))
+    fn(_gpu.ptr(q), nq, _gpu.ptr(it), ni, d, _gpu.ptr(b), k, _gpu.ptr(indptr), _gpu.ptr(indices),
+       nnz, _gpu.ptr(ids), _gpu.ptr(vals), _gpu.stream_handle(device), device.index, slices)
+    return ids, vals
 
 
 def topk(
@@ -38,6 +117,7 @@ def topk(
     k: int,
     exclude: Any = None,
     num_threads: int | None = None,
+    device: Any = None,
 ) -> tuple[Any, Any]:
     """The ``k`` highest scores of each row, best first.
 
@@ -55,7 +135,12 @@ def topk(
         rows and duplicates are fine.
     num_threads:
         ``None`` (OpenMP default), ``-1`` (all cores) or a positive count.
-        Results never depend on it.
+        Results never depend on it. Ignored on the GPU.
+    device:
+        ``None`` (follow the inputs: CUDA tensors run on their GPU), ``"cpu"``,
+        ``"cuda"`` or ``"cuda:N"`` (numpy / CPU inputs are copied there). See
+        ``metarec_fast._gpu`` for the rules; the GPU keeps at most 1024 items
+        per row.
 
     Returns
     -------
@@ -63,8 +148,14 @@ def topk(
         ``int64`` and ``float32`` arrays of shape ``(n_queries, k)`` sorted by
         descending score; equal scores are ordered by ascending item id. Rows
         with fewer than ``k`` candidates are padded with id ``-1`` and score
-        ``-inf``. Torch tensors come back when ``scores`` was a tensor.
+        ``-inf``. Torch tensors come back when ``scores`` was a tensor; torch
+        CUDA tensors whenever the GPU ran.
     """
+    dev = _gpu.resolve_device(device, scores=scores, exclude=_exclude_device(exclude))
+    if dev is not None:
+        k = check_k(k)
+        resolve_num_threads(num_threads)  # same argument errors on every device
+        return _topk_cuda(scores, k, exclude, dev)
     # NaN is detected by the kernel during its scan (ValueError naming the
     # first position), which saves a full extra pass over the scores.
     s = as_float_array(scores, "scores", 2, finite=False)
@@ -108,6 +199,7 @@ def topk_dot(
     item_bias: Any = None,
     exclude: Any = None,
     num_threads: int | None = None,
+    device: Any = None,
 ) -> tuple[Any, Any]:
     """Top-k of ``queries @ items.T + item_bias`` without building that matrix.
 
@@ -132,6 +224,11 @@ def topk_dot(
         or an ``(indptr, indices)`` pair.
     num_threads:
         ``None`` (OpenMP default), ``-1`` (all cores) or a positive count.
+        Ignored on the GPU.
+    device:
+        As :func:`topk`. On the GPU a fused CUDA kernel scores tiles of
+        queries x items in registers and keeps candidates above each query's
+        current k-th score (at most 1024 per query).
 
     Returns
     -------
@@ -141,6 +238,12 @@ def topk_dot(
         ``queries @ items.T + item_bias`` in the last bits; the ids equal
         ``topk`` of the explicit scores up to such rounding ties.
     """
+    dev = _gpu.resolve_device(device, queries=queries, items=items, item_bias=item_bias,
+                              exclude=_exclude_device(exclude))
+    if dev is not None:
+        k = check_k(k)
+        resolve_num_threads(num_threads)
+        return _topk_dot_cuda(queries, items, k, item_bias, exclude, dev)
     q, it, b = _dot_inputs(queries, items, item_bias)
     k = check_k(k)
     nt = resolve_num_threads(num_threads)
