@@ -6,7 +6,7 @@
 #   bash scripts/build_wheel_and_test.sh            # everything, in a new temp dir
 #   bash scripts/build_wheel_and_test.sh -k topk    # extra args go to pytest
 #   bash scripts/build_wheel_and_test.sh --quick    # CI: same build / repair / compiler-free
-#                                                   # install, then a smoke subset (~3 min)
+#                                                   # install, then a smoke subset (~3 min on 2 cores)
 #
 # --quick (first argument) runs every step of the full check up to the tests
 # (pip wheel, auditwheel show + repair with a manylinux tag required, a fresh
