@@ -5,6 +5,16 @@
 #
 #   bash scripts/build_wheel_and_test.sh            # everything, in a new temp dir
 #   bash scripts/build_wheel_and_test.sh -k topk    # extra args go to pytest
+#   bash scripts/build_wheel_and_test.sh --quick    # CI: same build / repair / compiler-free
+#                                                   # install, then a smoke subset (~3 min on 2 cores)
+#
+# --quick (first argument) runs every step of the full check up to the tests
+# (pip wheel, auditwheel show + repair with a manylinux tag required, a fresh
+# venv with no system packages where any compiler or build tool fails the
+# install), installs only the test tools the subset needs (pytest,
+# hypothesis), and runs the smoke subset: package facts, top-k, embedding,
+# serving and the forced-SIMD-level tests, against the installed wheel.
+# Its default time limits are shorter (build 600 s, installs 600 s, tests 300 s).
 #
 # Environment (all optional):
 #   PYTHON                       interpreter to build with and base the venv on (python3)
@@ -17,15 +27,29 @@
 #   METAREC_TEST_ML100K          MovieLens 100K folder; defaults to ../shared/data/ml-100k beside the checkout
 # Exits non-zero on any failure; the last lines are a summary.
 # Takes about 5 minutes on 2 cores (build 30-75 s, installs ~85 s, tests 2-3.5 min).
+#
+# torch in the test venv: the pinned requirement (torch==2.13.0) resolves to a
+# local wheel where pip's configuration offers one (find-links) or to pip's
+# cache after a first install, so the venv does not download it again; the
+# summary says where it came from (and warns when it was downloaded).
 set -euo pipefail
+
+QUICK=0
+if [ "${1:-}" = "--quick" ]; then
+  QUICK=1
+  shift
+fi
+SMOKE_TESTS=(tests/test_package.py tests/test_topk.py tests/test_embedding.py tests/test_serving.py
+             tests/test_simd_levels.py)
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 WORK="${METAREC_WHEEL_WORKDIR:-$(mktemp -d "${TMPDIR:-/tmp}/metarec-wheel.XXXXXX")}"
 TORCH_REQ="${METAREC_WHEEL_TORCH:-torch==2.13.0}"
-T_BUILD="${METAREC_WHEEL_BUILD_TIMEOUT:-1200}"
-T_INSTALL="${METAREC_WHEEL_INSTALL_TIMEOUT:-1200}"
-T_TEST="${METAREC_WHEEL_TEST_TIMEOUT:-1800}"
+if [ "$QUICK" = 1 ]; then D_BUILD=600 D_INSTALL=600 D_TEST=300; else D_BUILD=1200 D_INSTALL=1200 D_TEST=1800; fi
+T_BUILD="${METAREC_WHEEL_BUILD_TIMEOUT:-$D_BUILD}"
+T_INSTALL="${METAREC_WHEEL_INSTALL_TIMEOUT:-$D_INSTALL}"
+T_TEST="${METAREC_WHEEL_TEST_TIMEOUT:-$D_TEST}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
 LOG="$WORK/logs"
@@ -47,7 +71,7 @@ run() {
   fi
 }
 
-echo "metarec-fast wheel check: source $ROOT, work dir $WORK"
+echo "metarec-fast wheel check$([ "$QUICK" = 1 ] && echo ' (quick)'): source $ROOT, work dir $WORK"
 "$PY" --version
 
 # ---------------------------------------------------------------- tools
@@ -106,10 +130,26 @@ for tool in cc c++ gcc g++ clang clang++ cmake ninja make ld; do
 done
 NOBUILD=(env PATH="$POISON:$VENV/bin:/usr/bin:/bin" CC=false CXX=false
          "$VPY" -m pip install --no-build-isolation --only-binary=:all:)
+# Quick: skip byte-compiling every installed module (torch alone: ~10 s).
+[ "$QUICK" = 1 ] && NOBUILD+=(--no-compile)
 run "$T_INSTALL" "$LOG/install-torch.log" "${NOBUILD[@]}" "$TORCH_REQ"
-# The wheel with its own [test] extra, plus the test tools named in the issue.
-run "$T_INSTALL" "$LOG/install-wheel.log" "${NOBUILD[@]}" "${WHEEL}[test]" \
-  pytest pytest-benchmark hypothesis matplotlib
+# Where torch came from: a local file or pip's cache, not a fresh download.
+TORCH_SRC=$(grep -hoE '(Processing|Using cached|Downloading) [^ ]*torch-[^ ]*' "$LOG/install-torch.log" | head -n 1 || true)
+if [ -z "$TORCH_SRC" ] && grep -qiE '^Requirement already satisfied: torch' "$LOG/install-torch.log"; then
+  TORCH_SRC="already installed"
+fi
+echo "    torch: ${TORCH_SRC:-source not in the log}"
+case "$TORCH_SRC" in
+  Downloading*) echo "    WARNING: torch was downloaded; point pip at a local wheel (find-links) to avoid it" ;;
+esac
+if [ "$QUICK" = 1 ]; then
+  # The wheel (its runtime dependencies) plus the tools the smoke subset needs.
+  run "$T_INSTALL" "$LOG/install-wheel.log" "${NOBUILD[@]}" "${WHEEL}" pytest hypothesis
+else
+  # The wheel with its own [test] extra, plus the test tools named in the issue.
+  run "$T_INSTALL" "$LOG/install-wheel.log" "${NOBUILD[@]}" "${WHEEL}[test]" \
+    pytest pytest-benchmark hypothesis matplotlib
+fi
 if grep -hE 'Building wheel|Running setup\.py|Preparing metadata \(pyproject|Getting requirements to build' \
      "$LOG/install-torch.log" "$LOG/install-wheel.log"; then
   die "pip built something from source during the install"
@@ -140,9 +180,10 @@ case "$MODFILE" in
   *) die "metarec_fast resolves to $MODFILE, not the installed wheel" ;;
 esac
 env -u PYTHONPATH "$VPY" -c 'import metarec_fast; metarec_fast.show_config()' | sed 's/^/    /'
+if [ "$QUICK" = 1 ]; then TEST_ARGS=("${SMOKE_TESTS[@]}"); else TEST_ARGS=(tests); fi
 set +e
 env -u PYTHONPATH timeout --kill-after=30 "$T_TEST" "$VPY" -m pytest -q -p no:cacheprovider \
-  tests "$@" 2>&1 | tee "$LOG/pytest.log"
+  "${TEST_ARGS[@]}" "$@" 2>&1 | tee "$LOG/pytest.log"
 TEST_RC=${PIPESTATUS[0]}
 set -e
 took
@@ -158,7 +199,8 @@ echo "wheel:         $WHEEL"
 echo "size:          ${SIZE} KiB"
 echo "raw tag:       $(basename "$RAW")"
 echo "manylinux tag: $TAG  (auditwheel show of the repaired wheel)"
-echo "torch:         $(grep -iE '^torch==' "$LOG/pip-freeze.txt" || echo '?')"
+echo "torch:         $(grep -iE '^torch==' "$LOG/pip-freeze.txt" || echo '?')  (${TORCH_SRC:-source unknown})"
+echo "mode:          $([ "$QUICK" = 1 ] && echo "quick: ${SMOKE_TESTS[*]}" || echo "full test suite")"
 echo "tests:         ${RESULT:-no pytest summary line} (pytest exit $TEST_RC)"
 echo "total time:    $(( $(date +%s) - START ))s"
 echo "logs:          $LOG"

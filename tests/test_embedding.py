@@ -613,3 +613,54 @@ def test_core_checks_again_without_python_validation():
     with pytest.raises((ValueError, TypeError)):
         _core.sparse_sgd(ro, np.array([0], np.int64), np.ones((1, 2), np.float32), 0.1, 1)
     assert (ro == 1).all()
+
+
+# ---------------------------------------------------------------------------
+# SIMD levels (the forward bag loop is compiled per instruction set and picked
+# once at run time; METAREC_SIMD in a subprocess: tests/test_simd_levels.py)
+
+SIMD_LEVELS = ["generic", "avx2", "avx512"]
+SIMD_SUPPORTED = SIMD_LEVELS[: SIMD_LEVELS.index(_core.simd_detected()) + 1]
+# Widths that exercise the 256-byte tiles, the one-cache-line tiles and the tail.
+SIMD_WIDTHS = [1, 7, 16, 17, 64, 100, 130, 259]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,weighted", [("sum", False), ("mean", False), ("sum", True)])
+def test_embedding_bag_simd_levels_bit_identical_to_numpy(dtype, mode, weighted):
+    """Every level the CPU supports gives the numpy reference's bits exactly
+    (same per-column left-to-right sum, multiply then add, no FMA)."""
+    rng = np.random.default_rng(2024)
+    for d in SIMD_WIDTHS:
+        table = rng.standard_normal((120, d)).astype(dtype)
+        ids, offsets = make_bags(rng, 120, rng.integers(0, 25, 40))
+        weights = rng.standard_normal(len(ids)).astype(dtype) if weighted else None
+        ref = np_embedding_bag(table, ids, offsets, weights, mode)
+        for level in SIMD_SUPPORTED:
+            for threads in (1, 2):
+                got = _core.embedding_bag_forward(table, ids, offsets, weights, mode, threads, simd=level)
+                assert got.tobytes() == ref.tobytes(), (d, level, threads)
+        assert ops.embedding_bag(table, ids, offsets, weights, mode).tobytes() == ref.tobytes()
+
+
+def test_embedding_bag_simd_levels_bad_ids_and_empty():
+    table = np.ones((4, 70), np.float32)
+    for level in SIMD_SUPPORTED:
+        with pytest.raises(IndexError, match="contains id 9"):
+            _core.embedding_bag_forward(table, np.array([1, 9, 2]), np.array([0, 1]), None, "sum", 2, simd=level)
+        out = _core.embedding_bag_forward(table, np.zeros(0, np.int64), np.array([0, 0]), None, "mean", 1, simd=level)
+        assert out.shape == (2, 70) and not out.any()
+
+
+def test_embedding_bag_simd_level_errors_and_reporting():
+    table, ids, offsets = np.ones((3, 2), np.float32), np.array([0, 1]), np.array([0])
+    with pytest.raises(ValueError, match="bogus"):
+        _core.embedding_bag_forward(table, ids, offsets, None, "sum", 1, simd="bogus")
+    for level in SIMD_LEVELS[len(SIMD_SUPPORTED):]:
+        with pytest.raises(ValueError, match=level):
+            _core.embedding_bag_forward(table, ids, offsets, None, "sum", 1, simd=level)
+    for level in SIMD_SUPPORTED:
+        used = _core.embedding_simd_level(level)
+        assert used in SIMD_LEVELS and SIMD_LEVELS.index(used) <= SIMD_LEVELS.index(level)
+    assert _core.embedding_simd_level("generic") == "generic"
+    assert _core.embedding_simd_level() == _core.embedding_simd_level(_core.simd_level())

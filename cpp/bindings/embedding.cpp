@@ -75,7 +75,7 @@ void bind_float(py::module_& m) {
         "embedding_bag_forward",
         [](const carray<T>& table, const carray<std::int64_t>& ids,
            const carray<std::int64_t>& offsets, const py::object& weights, const std::string& mode,
-           int num_threads) {
+           int num_threads, const std::string& simd) {
             require_ndim(table, 2, "table");
             require_ndim(ids, 1, "ids");
             require_ndim(offsets, 1, "offsets");
@@ -87,14 +87,25 @@ void bind_float(py::module_& m) {
             auto out = metarec_py::empty<T>({n_bags, d});
             T* o = out.mutable_data();
             const int threads = metarec::resolve_num_threads(num_threads);
-            without_gil([&] {
-                metarec::embedding_bag<T>(table.data(), table.shape(0), d, ids.data(), n_ids,
-                                          offsets.data(), n_bags, w, pm, o, threads);
-            });
+            if (simd.empty()) {
+                without_gil([&] {
+                    metarec::embedding_bag<T>(table.data(), table.shape(0), d, ids.data(), n_ids,
+                                              offsets.data(), n_bags, w, pm, o, threads);
+                });
+            } else {
+                const metarec::simd::Level level = metarec::simd::parse_level(simd);
+                without_gil([&] {
+                    metarec::embedding_bag<T>(table.data(), table.shape(0), d, ids.data(), n_ids,
+                                              offsets.data(), n_bags, w, pm, o, threads, level);
+                });
+            }
             return out;
         },
         py::arg("table").noconvert(), py::arg("ids").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("weights").none(true), py::arg("mode"), py::arg("num_threads") = 0);
+        py::arg("weights").none(true), py::arg("mode"), py::arg("num_threads") = 0,
+        py::arg("simd") = "",
+        "simd='' uses the active level (selected once); 'generic'/'avx2'/'avx512' force one "
+        "(testing; every level gives bit-identical results).");
 
     m.def(
         "embedding_bag_backward",
@@ -226,6 +237,17 @@ void bind_float(py::module_& m) {
 void bind_embedding(py::module_& m) {
     bind_float<float>(m);
     bind_float<double>(m);
+    m.def(
+        "embedding_simd_level",
+        [](const std::string& simd) {
+            const metarec::simd::Level used =
+                simd.empty() ? metarec::embedding_bag_kernel_level()
+                             : metarec::embedding_bag_kernel_level(metarec::simd::parse_level(simd));
+            return std::string(metarec::simd::level_name(used));
+        },
+        py::arg("simd") = "",
+        "Level of the embedding-bag loop that runs for the active level (simd='') or a forced one "
+        "(lower when that level reuses the loop below it).");
     m.def(
         "_parallel_copy",
         [](const py::array& src, py::array& dst, int num_threads) {

@@ -9,12 +9,12 @@
 // reduce each row in ascending position order, so results are bit-identical
 // for any thread count and no floating-point atomics are needed.
 //
-// The forward hot loop is compiled twice through GCC function multiversioning
-// (AVX2 and the portable SSE2 baseline, picked at load time by the CPU; an
-// AVX-512 clone measured slower on this memory-bound loop); the clones differ
-// only in vector width,
-// never in the order of floating-point operations (no FMA contraction), so
-// they give bit-identical results.
+// The forward bag loop lives in embedding_kernel_impl.h, compiled once per
+// instruction set (embedding_{generic,avx2,avx512}.cpp, per-file flags in
+// CMakeLists.txt) and picked once through the runtime SIMD level
+// (metarec/simd.h, METAREC_SIMD lowers it). The variants differ only in
+// vector width, never in the order of floating-point operations (no FMA
+// contraction), so they give bit-identical results.
 #include "metarec/embedding.h"
 
 #include <algorithm>
@@ -25,21 +25,13 @@
 #include <limits>
 #include <utility>
 
+#include "embedding_kernel.h"
 #include "metarec/parallel.h"
+#include "metarec/simd.h"
 
 // Same rounding on every machine and clone: never fuse a*b+c into an FMA.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__AVX2__)
-// NB: exceptions must not cross a cloned function (GCC's ifunc dispatcher is
-// treated as nothrow: an exception escaping it calls std::terminate), so the
-// clones report errors through their return value.
-#define METAREC_EMB_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define METAREC_EMB_CLONES
 #endif
 
 #if defined(__GNUC__)
@@ -119,23 +111,6 @@ i64 bag_chunk(i64 n_bags, int num_threads) {
     return std::max<i64>(16, std::min<i64>(512, c));
 }
 
-// ---------------------------------------------------------------------------
-// Forward pooling.
-
-template <class T>
-struct BagArgs {
-    const T* table;
-    i64 num_rows;
-    i64 dim;
-    const i64* ids;
-    i64 n_ids;
-    const i64* offsets;
-    i64 n_bags;
-    const T* weights;
-    bool mean;
-    T* out;
-};
-
 template <class T>
 METAREC_INLINE void prefetch_row(const T* table, i64 num_rows, i64 dim, i64 id, i64 lines) {
     if (static_cast<std::uint64_t>(id) < static_cast<std::uint64_t>(num_rows)) {
@@ -144,114 +119,54 @@ METAREC_INLINE void prefetch_row(const T* table, i64 num_rows, i64 dim, i64 id, 
     }
 }
 
-// Prefetches `lines` cache lines at columns [col, ...) of the row looked up
-// kPrefetchDistance positions after j (clamped to the chunk's last position
-// pf_last; an out-of-range id is replaced by row 0, the check comes later).
-template <class T>
-METAREC_INLINE const char* ahead(const BagArgs<T>& a, i64 col, i64 j, i64 pf_last) {
-    i64 pj = j + kPrefetchDistance;
-    pj = pj < pf_last ? pj : pf_last;
-    i64 pid = a.ids[pj];
-    pid = static_cast<std::uint64_t>(pid) < static_cast<std::uint64_t>(a.num_rows) ? pid : 0;
-    return reinterpret_cast<const char*>(a.table + pid * a.dim + col);
+// ---------------------------------------------------------------------------
+// Forward pooling: dispatch to the per-ISA loops.
+
+using embedding_detail::BagArgs;
+
+// The loops for `level` (checked against the CPU); a level whose translation
+// unit was built without its instruction set (or whose loop is not worth it)
+// falls back to the next lower one. *used is the level of the loop returned.
+const embedding_detail::Kernels* pick_kernels(simd::Level level, simd::Level* used) {
+    simd::checked(level);
+    const embedding_detail::Kernels* k = nullptr;
+    if (level == simd::Level::avx512) {
+        k = embedding_detail::kernels_avx512();
+        *used = simd::Level::avx512;
+    }
+    if (k == nullptr && static_cast<int>(level) >= static_cast<int>(simd::Level::avx2)) {
+        k = embedding_detail::kernels_avx2();
+        *used = simd::Level::avx2;
+    }
+    if (k == nullptr) {
+        k = embedding_detail::kernels_generic();
+        *used = simd::Level::generic;
+    }
+    return k;
 }
 
-// Pools columns [col, col + W) of one bag (positions [begin, end), ids
-// already checked), prefetching the same columns kPrefetchDistance lookups
-// ahead. The W accumulators live in vector registers.
-template <class T, int W, bool Weighted>
-METAREC_INLINE void pool_tile(const BagArgs<T>& a, i64 col, i64 begin, i64 end, i64 pf_last,
-                              T scale, T* METAREC_RESTRICT out) {
-    constexpr int kLines = (W * static_cast<int>(sizeof(T)) + 63) / 64;
-    T acc[W];
-    for (int k = 0; k < W; ++k) acc[k] = T(0);
-    const i64 dim = a.dim;
-    const T* METAREC_RESTRICT base = a.table + col;
-    for (i64 j = begin; j < end; ++j) {
-        const char* pf = ahead(a, col, j, pf_last);
-        for (int l = 0; l < kLines; ++l) METAREC_PREFETCH(pf + 64 * l);
-        const T* METAREC_RESTRICT row = base + a.ids[j] * dim;
-        if (Weighted) {
-            const T w = a.weights[j];
-            for (int k = 0; k < W; ++k) acc[k] += w * row[k];
-        } else {
-            for (int k = 0; k < W; ++k) acc[k] += row[k];
-        }
-    }
-    for (int k = 0; k < W; ++k) out[k] = acc[k] * scale;
+struct ActiveKernels {
+    const embedding_detail::Kernels* kernels;
+    simd::Level used;
+};
+
+// Selected once, at the first call (throws std::invalid_argument, retried
+// next call, when METAREC_SIMD is bad).
+const ActiveKernels& active_kernels() {
+    static const ActiveKernels active = [] {
+        ActiveKernels a{nullptr, simd::Level::generic};
+        a.kernels = pick_kernels(simd::active_level(), &a.used);
+        return a;
+    }();
+    return active;
 }
 
-// Same for a runtime width (the last < one cache line of columns).
-template <class T, bool Weighted>
-METAREC_INLINE void pool_tail(const BagArgs<T>& a, i64 col, i64 width, i64 begin, i64 end,
-                              i64 pf_last, T scale, T* METAREC_RESTRICT out) {
-    for (i64 k = 0; k < width; ++k) out[k] = T(0);
-    const i64 dim = a.dim;
-    const i64 lines = (width * static_cast<i64>(sizeof(T)) + 63) / 64;
-    for (i64 j = begin; j < end; ++j) {
-        const char* pf = ahead(a, col, j, pf_last);
-        for (i64 l = 0; l < lines; ++l) METAREC_PREFETCH(pf + 64 * l);
-        const T* METAREC_RESTRICT row = a.table + a.ids[j] * dim + col;
-        const T w = Weighted ? a.weights[j] : T(1);
-        for (i64 k = 0; k < width; ++k) out[k] += Weighted ? w * row[k] : row[k];
-    }
-    for (i64 k = 0; k < width; ++k) out[k] *= scale;
+inline embedding_detail::PoolFn<float> pool_fn(const embedding_detail::Kernels* k, float*) {
+    return k->pool_f32;
 }
-
-// Returns false (having written nothing) when an id of the chunk is out of range.
-template <class T, bool Weighted>
-METAREC_INLINE bool pool_bags(const BagArgs<T>& a, i64 b0, i64 b1) {
-    constexpr int kLine = 64 / static_cast<int>(sizeof(T));  // elements per cache line
-    constexpr int kWide = 4 * kLine;                         // 256 bytes of accumulators
-    const i64 dim = a.dim;
-    const i64 p0 = a.offsets[b0];
-    const i64 p1 = bag_end(a.offsets, a.n_bags, a.n_ids, b1 - 1);
-    // Bounds-check the chunk's ids once (the first bad one is found later).
-    bool bad = false;
-    for (i64 j = p0; j < p1; ++j) {
-        bad |= static_cast<std::uint64_t>(a.ids[j]) >= static_cast<std::uint64_t>(a.num_rows);
-    }
-    if (bad) return false;
-    if (p1 == p0 || dim == 0) {
-        for (i64 b = b0; b < b1; ++b) {
-            for (i64 k = 0; k < dim; ++k) a.out[b * dim + k] = T(0);
-        }
-        return true;
-    }
-    const i64 pf_last = p1 - 1;
-    // Warm up: the first kPrefetchDistance rows of the chunk.
-    const i64 pf_lines = std::min<i64>(kMaxPrefetchLines, (dim * static_cast<i64>(sizeof(T)) + 63) / 64);
-    for (i64 j = p0; j < std::min(p1, p0 + kPrefetchDistance); ++j) {
-        prefetch_row(a.table, a.num_rows, dim, a.ids[j], pf_lines);
-    }
-    for (i64 b = b0; b < b1; ++b) {
-        const i64 begin = a.offsets[b];
-        const i64 end = bag_end(a.offsets, a.n_bags, a.n_ids, b);
-        T* out = a.out + b * dim;
-        const i64 len = end - begin;
-        const T scale = (a.mean && len > 0) ? T(1) / static_cast<T>(len) : T(1);
-        i64 col = 0;
-        for (; col + kWide <= dim; col += kWide) {
-            pool_tile<T, kWide, Weighted>(a, col, begin, end, pf_last, scale, out + col);
-        }
-        for (; col + kLine <= dim; col += kLine) {
-            pool_tile<T, kLine, Weighted>(a, col, begin, end, pf_last, scale, out + col);
-        }
-        if (col < dim) pool_tail<T, Weighted>(a, col, dim - col, begin, end, pf_last, scale, out + col);
-    }
-    return true;
+inline embedding_detail::PoolFn<double> pool_fn(const embedding_detail::Kernels* k, double*) {
+    return k->pool_f64;
 }
-
-METAREC_EMB_CLONES bool pool_bags_f32(const BagArgs<float>& a, i64 b0, i64 b1) noexcept {
-    return a.weights ? pool_bags<float, true>(a, b0, b1) : pool_bags<float, false>(a, b0, b1);
-}
-
-METAREC_EMB_CLONES bool pool_bags_f64(const BagArgs<double>& a, i64 b0, i64 b1) noexcept {
-    return a.weights ? pool_bags<double, true>(a, b0, b1) : pool_bags<double, false>(a, b0, b1);
-}
-
-inline bool pool_bags_any(const BagArgs<float>& a, i64 b0, i64 b1) { return pool_bags_f32(a, b0, b1); }
-inline bool pool_bags_any(const BagArgs<double>& a, i64 b0, i64 b1) { return pool_bags_f64(a, b0, b1); }
 
 // ---------------------------------------------------------------------------
 // Row-grouped reductions (backward, optimisers).
@@ -432,10 +347,11 @@ void gather(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids, T*
     }
 }
 
+namespace {
 template <class T>
-void embedding_bag(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids,
-                   const i64* offsets, i64 n_bags, const T* weights, PoolMode mode, T* out,
-                   int num_threads) {
+void embedding_bag_impl(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids,
+                        const i64* offsets, i64 n_bags, const T* weights, PoolMode mode, T* out,
+                        int num_threads, const simd::Level* level_override) {
     check_shape(num_rows, dim);
     if (n_bags == 0 && n_ids > 0) {
         throw std::invalid_argument("offsets is empty but ids has " + std::to_string(n_ids) +
@@ -447,16 +363,45 @@ void embedding_bag(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_
     }
     const BagArgs<T> a{table, num_rows, dim, ids, n_ids, offsets, n_bags, weights,
                        mode == PoolMode::Mean, out};
+    simd::Level used = simd::Level::generic;
+    const embedding_detail::Kernels* k =
+        level_override ? pick_kernels(*level_override, &used) : active_kernels().kernels;
+    const embedding_detail::PoolFn<T> pool = pool_fn(k, static_cast<T*>(nullptr));
     try {
         parallel_for(n_bags, num_threads, bag_chunk(n_bags, num_threads),
                      [&](i64 b0, i64 b1) {
-                         if (!pool_bags_any(a, b0, b1)) throw std::out_of_range("ids out of range");
+                         if (!pool(a, b0, b1)) throw std::out_of_range("ids out of range");
                      });
     } catch (const std::out_of_range&) {
         check_ids("ids", ids, n_ids, num_rows);  // name the first bad id
         throw;
     }
 }
+}  // namespace
+
+template <class T>
+void embedding_bag(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids,
+                   const i64* offsets, i64 n_bags, const T* weights, PoolMode mode, T* out,
+                   int num_threads) {
+    embedding_bag_impl<T>(table, num_rows, dim, ids, n_ids, offsets, n_bags, weights, mode, out,
+                          num_threads, nullptr);
+}
+
+template <class T>
+void embedding_bag(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids,
+                   const i64* offsets, i64 n_bags, const T* weights, PoolMode mode, T* out,
+                   int num_threads, simd::Level level) {
+    embedding_bag_impl<T>(table, num_rows, dim, ids, n_ids, offsets, n_bags, weights, mode, out,
+                          num_threads, &level);
+}
+
+simd::Level embedding_bag_kernel_level(simd::Level level) {
+    simd::Level used = simd::Level::generic;
+    pick_kernels(level, &used);
+    return used;
+}
+
+simd::Level embedding_bag_kernel_level() { return active_kernels().used; }
 
 template <class T>
 void embedding_bag_backward_dense(const T* grad_out, i64 n_bags, i64 dim, const i64* ids,
@@ -587,6 +532,8 @@ void parallel_copy(const void* src, void* dst, i64 n_bytes, int num_threads) {
     template void gather<T>(const T*, i64, i64, const i64*, i64, T*, int);                     \
     template void embedding_bag<T>(const T*, i64, i64, const i64*, i64, const i64*, i64,        \
                                    const T*, PoolMode, T*, int);                               \
+    template void embedding_bag<T>(const T*, i64, i64, const i64*, i64, const i64*, i64,        \
+                                   const T*, PoolMode, T*, int, simd::Level);                  \
     template void embedding_bag_backward_dense<T>(const T*, i64, i64, const i64*, i64,          \
                                                   const i64*, const T*, PoolMode, i64, T*, int); \
     template SparseRows<T> embedding_bag_backward_sparse<T>(                                   \

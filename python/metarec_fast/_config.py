@@ -45,6 +45,23 @@ def resolve_num_threads(num_threads: int | None) -> int:
     return num_threads
 
 
+def _simd_kernels() -> str:
+    """Level of the loop each dispatched kernel family runs (``area=level``).
+
+    Top-k scoring and adaptation run the active level; the embedding-bag loop
+    may run a lower one when that level reuses the loop below it.
+    """
+    level = getattr(_core, "simd_level", None)
+    emb = getattr(_core, "embedding_simd_level", None)
+    if not callable(level):
+        return "n/a"
+    active = level()
+    parts = [f"topk={active}", f"adapt={active}"]
+    if callable(emb):
+        parts.append(f"embedding_bag={emb()}")
+    return ", ".join(parts)
+
+
 def config() -> dict[str, Any]:
     """Build and runtime facts as a dict (see :func:`show_config`)."""
     build = dict(_core.build_info)
@@ -60,6 +77,7 @@ def config() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "simd_compiled": build["simd_baseline"],
         "simd_in_use": simd() if callable(simd) else build["simd_baseline"],
+        "simd_kernels": _simd_kernels(),
         **_gpu.info(),
     }
 

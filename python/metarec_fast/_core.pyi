@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['build_info', 'embedding_bag_backward', 'embedding_bag_forward', 'embedding_bag_weight_grad', 'embedding_gather', 'get_num_threads', 'has_cuda', 'has_openmp', 'linear_head_backward', 'linear_head_forward', 'query_ndcg', 'ranking_metrics', 'rating_metrics', 'resolve_num_threads', 'set_num_threads', 'simd_detected', 'simd_level', 'sparse_adagrad', 'sparse_sgd', 'topk_dot_f32', 'topk_dot_f64', 'topk_f32', 'topk_f64']
+__all__: list[str] = ['build_info', 'embedding_bag_backward', 'embedding_bag_forward', 'embedding_bag_weight_grad', 'embedding_gather', 'embedding_simd_level', 'get_num_threads', 'has_cuda', 'has_openmp', 'linear_head_backward', 'linear_head_forward', 'query_ndcg', 'ranking_metrics', 'rating_metrics', 'resolve_num_threads', 'set_num_threads', 'simd_detected', 'simd_level', 'sparse_adagrad', 'sparse_sgd', 'topk_dot_f32', 'topk_dot_f64', 'topk_f32', 'topk_f64']
 def _dot_scores_f32(queries: numpy.typing.NDArray[numpy.float32], items: numpy.typing.NDArray[numpy.float32], item_bias: typing.Any, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, simd: str = '') -> numpy.typing.NDArray[numpy.float32]:
     """
     Testing aid: the dense score matrix computed with topk_dot's exact arithmetic.
@@ -27,11 +27,15 @@ def embedding_bag_backward(grad_out: numpy.typing.NDArray[numpy.float32], ids: n
 def embedding_bag_backward(grad_out: numpy.typing.NDArray[numpy.float64], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], num_rows: typing.SupportsInt | typing.SupportsIndex, weights: typing.Any, mode: str, sparse: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
     ...
 @typing.overload
-def embedding_bag_forward(table: numpy.typing.NDArray[numpy.float32], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], weights: typing.Any, mode: str, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
-    ...
+def embedding_bag_forward(table: numpy.typing.NDArray[numpy.float32], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], weights: typing.Any, mode: str, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, simd: str = '') -> numpy.typing.NDArray[numpy.float32]:
+    """
+    simd='' uses the active level (selected once); 'generic'/'avx2'/'avx512' force one (testing; every level gives bit-identical results).
+    """
 @typing.overload
-def embedding_bag_forward(table: numpy.typing.NDArray[numpy.float64], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], weights: typing.Any, mode: str, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float64]:
-    ...
+def embedding_bag_forward(table: numpy.typing.NDArray[numpy.float64], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], weights: typing.Any, mode: str, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, simd: str = '') -> numpy.typing.NDArray[numpy.float64]:
+    """
+    simd='' uses the active level (selected once); 'generic'/'avx2'/'avx512' force one (testing; every level gives bit-identical results).
+    """
 @typing.overload
 def embedding_bag_weight_grad(grad_out: numpy.typing.NDArray[numpy.float32], table: numpy.typing.NDArray[numpy.float32], ids: numpy.typing.NDArray[numpy.int64], offsets: numpy.typing.NDArray[numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
     ...
@@ -44,6 +48,10 @@ def embedding_gather(table: numpy.typing.NDArray[numpy.float32], ids: numpy.typi
 @typing.overload
 def embedding_gather(table: numpy.typing.NDArray[numpy.float64], ids: numpy.typing.NDArray[numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float64]:
     ...
+def embedding_simd_level(simd: str = '') -> str:
+    """
+    Level of the embedding-bag loop that runs for the active level (simd='') or a forced one (lower when that level reuses the loop below it).
+    """
 def get_num_threads() -> int:
     """
     The OpenMP default thread count (omp_get_max_threads).

@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "metarec/simd.h"
+
 namespace metarec {
 
 enum class PoolMode { Sum = 0, Mean = 1 };
@@ -63,6 +65,22 @@ template <class T>
 void embedding_bag(const T* table, std::int64_t num_rows, std::int64_t dim,
                    const std::int64_t* ids, std::int64_t n_ids, const std::int64_t* offsets,
                    std::int64_t n_bags, const T* weights, PoolMode mode, T* out, int num_threads);
+
+// The same with the forward loop of an explicitly requested SIMD level
+// (checked against the CPU: std::invalid_argument if it lacks it); for tests
+// and benchmarks. The overload above uses simd::active_level(), selected once.
+// Every level gives bit-identical results (no FMA contraction).
+template <class T>
+void embedding_bag(const T* table, std::int64_t num_rows, std::int64_t dim,
+                   const std::int64_t* ids, std::int64_t n_ids, const std::int64_t* offsets,
+                   std::int64_t n_bags, const T* weights, PoolMode mode, T* out, int num_threads,
+                   simd::Level level);
+
+// The level of the forward loop embedding_bag actually runs when asked for
+// `level` (lower when that level's loop is not built or not worth it), and
+// when using the active level.
+simd::Level embedding_bag_kernel_level(simd::Level level);
+simd::Level embedding_bag_kernel_level();
 
 // Positions of `ids` grouped by row: rows[u] is the u-th distinct id
 // (ascending), and perm[starts[u] .. starts[u + 1]) are the positions j with
