@@ -440,25 +440,18 @@ def _save_torch(path: Path, obj: Any) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     rank, world, trainer_class = 0, 1, None
     if args.distributed:
-        from .distributed import DistributedMetaTrainer, init_distributed
+        from .distributed import DistributedMetaTrainer, DistributedSetupError, distributed_session
 
         try:
-            rank, world = init_distributed(timeout=args.dist_timeout)
-        except RuntimeError as exc:
+            with distributed_session(timeout=args.dist_timeout) as (rank, world):
+                if rank != 0:  # only rank 0 prints, shows progress and writes the report and models
+                    args.quiet = True
+                    args.engine_timing = False
+                    args.save_models = False
+                    args.support_sweep = False
+                return _cmd_train(args, rank, world, DistributedMetaTrainer)
+        except DistributedSetupError as exc:
             raise CLIError(f"--distributed: {exc}") from None
-        trainer_class = DistributedMetaTrainer
-        if rank != 0:  # only rank 0 prints, shows progress and writes the report and models
-            args.quiet = True
-            args.engine_timing = False
-            args.save_models = False
-            args.support_sweep = False
-        try:
-            return _cmd_train(args, rank, world, trainer_class)
-        finally:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
     return _cmd_train(args, rank, world, trainer_class)
 
 
