@@ -105,7 +105,7 @@ def argv_lists(draw):
     return argv
 
 
-@fuzz(150)
+@fuzz(100)
 @given(argv=argv_lists())
 def test_random_argument_lists(stubbed, argv):
     code, stdout, stderr = call(argv)
@@ -139,7 +139,7 @@ def toml_documents(draw):
     return text.encode("utf-8", "surrogatepass")
 
 
-@fuzz(150)
+@fuzz(100)
 @given(doc=toml_documents(), command=st.sampled_from(SUBCOMMANDS), extra=st.lists(VALUE, max_size=2))
 def test_random_toml_configs(stubbed, tmp_path_factory, doc, command, extra):
     path = tmp_path_factory.getbasetemp() / "fuzz.toml"

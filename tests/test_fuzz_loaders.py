@@ -33,7 +33,7 @@ from metarec_fast.data import Features, Interactions, load_ml1m, load_ml100k, lo
 from metarec_fast.serving import Recommender
 
 DOCUMENTED = (ValueError, TypeError, FileNotFoundError)
-FUZZ = settings(max_examples=examples(40), deadline=None,
+FUZZ = settings(max_examples=examples(30), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 

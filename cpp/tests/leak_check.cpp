@@ -314,6 +314,31 @@ void metrics_kernels(int threads) {
         metarec::ranking_metrics(in, out, threads);
     };
     expect<std::out_of_range>(false, "ranking_metrics", [&] { run(top, rel, true); });
+    {  // int32 top-k ids and relevant ids
+        std::vector<std::int32_t> top32(top.begin(), top.end()), rel32(rel.begin(), rel.end());
+        rel32[rel32.size() / 2] = static_cast<std::int32_t>(n_items);
+        for (bool bad : {false, true}) {
+            expect<std::out_of_range>(bad, "ranking_metrics (int32)", [&] {
+                metarec::RankingInput in;
+                in.topk = top32.data();
+                in.topk_int32 = true;
+                in.n_queries = nq;
+                in.k_cols = kc;
+                in.indptr = indptr.data();
+                in.indices = bad ? static_cast<const void*>(rel32.data()) : static_cast<const void*>(rel.data());
+                in.indices_int32 = bad;
+                in.nnz = static_cast<int64_t>(rel.size());
+                in.n_items = n_items;
+                in.ks = ks.data();
+                in.n_ks = static_cast<int64_t>(ks.size());
+                std::vector<double> values(metarec::kNumRankingMetrics * ks.size() * nq);
+                std::vector<double> means(metarec::kNumRankingMetrics * ks.size());
+                std::vector<int64_t> n_rel(nq);
+                metarec::RankingOutput out{values.data(), means.data(), n_rel.data(), 0};
+                metarec::ranking_metrics(in, out, threads);
+            });
+        }
+    }
     expect<std::out_of_range>(false, "ranking_metrics (binary)", [&] { run(top, rel, false); });
     auto bad_top = top;
     bad_top[(nq - 1) * kc + 2] = n_items + 1;
@@ -334,6 +359,11 @@ void metrics_kernels(int threads) {
         metarec::RatingOutput out;
         out.group_mae = gmae.data();
         out.group_rmse = grmse.data();
+        metarec::rating_metrics(in, out, threads);
+    });
+    expect<std::invalid_argument>(false, "rating_metrics (double)", [&] {
+        metarec::RatingInput<double, double> in{truth.data(), truth.data(), n, nullptr, 0};
+        metarec::RatingOutput out;
         metarec::rating_metrics(in, out, threads);
     });
     std::vector<double> qv(ks.size() * groups), qm(ks.size());
