@@ -123,7 +123,7 @@ def render(rows, sep, corr, header=None, quote_free=False):
 
 def data_lines(data: bytes, header: bool) -> int:
     """Non-blank lines after the header: the rows a loader must account for."""
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     if header:
         lines = lines[1:]
     return sum(1 for ln in lines if ln.rstrip(b"\r"))
@@ -520,3 +520,27 @@ def test_values_beyond_the_stored_types_are_rejected():
         Interactions.from_arrays([0], [0], [1.0], np.array([2**64 - 1], dtype=np.uint64))
     with pytest.raises(ValueError, match=r"user id 1e\+19 at row 0 does not fit in int64"):
         Interactions.from_arrays([1e19], [0])
+
+
+def test_bom_before_a_blank_first_line(folder):
+    """Found by the long fuzzing run: the line numbers in messages counted a BOM-only line."""
+    path = folder / "bom" / "u.data"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"\xef\xbb\xbf\n1\t2\t3\t4\n5\t6\tx\t8\n")
+    with pytest.raises(ValueError, match=r"u.data, line 3: .*'5\\t6\\tx\\t8'"):
+        load_ml100k(path.parent, features=False)
+    path.write_bytes(b"\xef\xbb\xbf\n1\t2\t3\t4\n")
+    assert load_ml100k(path.parent, features=False).summary()["rows_read"] == 1
+
+
+def test_bundle_with_damaged_zip_flags(folder, bundle_bytes):
+    """Found by the long fuzzing run: flag bits flipped in the zip directory ("encrypted",
+    "compressed patched data") escaped Recommender.load as RuntimeError / NotImplementedError."""
+    for bit in (0x01, 0x20):
+        blob = bytearray(bundle_bytes)
+        pos = blob.find(b"PK\x01\x02")  # the first central directory entry; flags at offset 8
+        blob[pos + 8] |= bit
+        path = folder / "flags.npz"
+        path.write_bytes(bytes(blob))
+        with pytest.raises(ValueError, match="not a readable metarec-fast bundle"):
+            Recommender.load(path)

@@ -100,6 +100,8 @@ def _check_file(path: Path) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is never data (and not a line of its own)
+        data = data[3:]
     if not data.strip():
         raise ValueError(f"{path} is empty: no interactions to read")
     return data
