@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import torch
 
-from metarec_fast.distributed import DistributedMetaTrainer, init_distributed, recommend_sharded
+from metarec_fast.distributed import DistributedMetaTrainer, distributed_session, recommend_sharded
 from metarec_fast.meta import MetaTrainer
 from metarec_fast.models import MetaMF
 
@@ -52,7 +52,14 @@ def make_trainer(cls, engine, algorithm, weighting="task", **kw):
 def main() -> None:
     scenario, rank, world, port, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     args = sys.argv[6:]
-    init_distributed(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=8)
+    # The session leaves the process group at the end: all ranks together (barrier +
+    # destroy_process_group) after success, at once after an error. Tearing gloo down at
+    # interpreter exit while the peer is already gone can abort the process instead.
+    with distributed_session(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=8):
+        run(scenario, rank, out, args)
+
+
+def run(scenario, rank, out, args):
     if scenario == "train":  # args: engine:algorithm:weighting ... (one after another, one group)
         for case in args:
             engine, algorithm, weighting = case.split(":")
@@ -78,6 +85,9 @@ def main() -> None:
 
             trainer._local_backward = failing
         trainer.fit(linear_tasks(40, 0), epochs=3, show_progress=False)
+    elif scenario == "startup-error":  # rank 1 fails fit's argument checks, before any training step
+        trainer = make_trainer(DistributedMetaTrainer, "cpp", "maml")
+        trainer.fit(linear_tasks(40, 0), epochs=-1 if rank == 1 else 2, show_progress=False)
     elif scenario == "mismatch":
         trainer = make_trainer(DistributedMetaTrainer, "cpp", "maml")
         trainer.fit(linear_tasks(40, rank), epochs=1, show_progress=False)
@@ -96,10 +106,6 @@ def main() -> None:
             assert res is None
     else:
         raise SystemExit(f"unknown scenario {scenario}")
-    # Leave together: tearing gloo down at interpreter exit while the peer is
-    # already gone can abort the process (std::terminate in gloo's threads).
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -126,6 +126,42 @@ def test_rank_that_dies_fails_the_others_within_the_timeout(tmp_path):
     assert seconds < LIMIT
 
 
+def test_rank_that_fails_the_start_up_checks_stops_the_others(tmp_path):
+    results, seconds = launch("startup-error", tmp_path)
+    (rc0, err0), (rc1, err1) = results
+    assert rc0 != 0 and rc1 != 0
+    assert "ValueError: epochs must be an int >= 0, got -1" in err1
+    assert "RemoteRankError" in err0 and "rank 1: ValueError: epochs must be an int >= 0" in err0
+    # RemoteRankError (not a gloo timeout) on rank 0: it learnt of rank 1's error at once.
+    assert "Timed out" not in err0 and seconds < LIMIT
+
+
+def test_shutdown_without_a_process_group_does_nothing():
+    from metarec_fast.distributed import DistributedSetupError, distributed_session, shutdown
+
+    shutdown()
+    shutdown(barrier=False)
+    env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE") if k in os.environ}
+    try:
+        with pytest.raises(DistributedSetupError, match="launch with torchrun"):
+            with distributed_session():
+                pass
+    finally:
+        os.environ.update(env)
+
+
+def test_session_in_one_process_leaves_the_group(tmp_path):
+    from metarec_fast.distributed import distributed_session
+
+    with distributed_session(init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1, timeout=5) as rw:
+        assert rw == (0, 1) and dist.is_initialized()
+    assert not dist.is_initialized()
+    with pytest.raises(KeyError):
+        with distributed_session(init_method=f"file://{tmp_path / 'store2'}", rank=0, world_size=1, timeout=5):
+            raise KeyError("inside")
+    assert not dist.is_initialized()
+
+
 def test_mismatched_data_is_detected_at_start_up(tmp_path):
     results, _ = launch("mismatch", tmp_path)
     for rc, err in results:

@@ -52,7 +52,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = _printable(message)  # a stray "\r" or "\n" argument must not break the one-line error
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (as in repr), so that it prints on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _int_type(minimum: int, what: str):
@@ -299,6 +305,9 @@ def _config_defaults(sub: argparse.ArgumentParser, config: dict[str, Any], comma
                      path: str) -> dict[str, Any]:
     """TOML keys (flag names, ``-`` or ``_``) -> parser defaults; a ``[command]`` table overrides."""
     items = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    for key, value in config.items():
+        if isinstance(value, dict) and key not in COMMANDS:
+            raise CLIError(f"unknown table [{key}] in {path} (tables name commands: {', '.join(COMMANDS)})")
     table = config.get(command)
     if isinstance(table, dict):
         items.update(table)
@@ -431,25 +440,18 @@ def _save_torch(path: Path, obj: Any) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     rank, world, trainer_class = 0, 1, None
     if args.distributed:
-        from .distributed import DistributedMetaTrainer, init_distributed
+        from .distributed import DistributedMetaTrainer, DistributedSetupError, distributed_session
 
         try:
-            rank, world = init_distributed(timeout=args.dist_timeout)
-        except RuntimeError as exc:
+            with distributed_session(timeout=args.dist_timeout) as (rank, world):
+                if rank != 0:  # only rank 0 prints, shows progress and writes the report and models
+                    args.quiet = True
+                    args.engine_timing = False
+                    args.save_models = False
+                    args.support_sweep = False
+                return _cmd_train(args, rank, world, DistributedMetaTrainer)
+        except DistributedSetupError as exc:
             raise CLIError(f"--distributed: {exc}") from None
-        trainer_class = DistributedMetaTrainer
-        if rank != 0:  # only rank 0 prints, shows progress and writes the report and models
-            args.quiet = True
-            args.engine_timing = False
-            args.save_models = False
-            args.support_sweep = False
-        try:
-            return _cmd_train(args, rank, world, trainer_class)
-        finally:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
     return _cmd_train(args, rank, world, trainer_class)
 
 
@@ -724,19 +726,27 @@ def _parse_csv(path: str) -> list[tuple[str, list[str], list[float]]]:
     if not p.is_file():
         raise CLIError(f"{p} does not exist (expected a CSV file with a header user,item[,rating])")
     users: dict[str, tuple[list[str], list[float]]] = {}
-    with open(p, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "user" not in fields or "item" not in fields:
-            raise CLIError(f"{p}: expected a header with columns user,item[,rating], got {fields}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                rating = float(row["rating"]) if row.get("rating") not in (None, "") else 1.0
-            except ValueError:
-                raise CLIError(f"{p}, line {line}: rating {row['rating']!r} is not a number") from None
-            items, ratings = users.setdefault(row["user"], ([], []))
-            items.append(row["item"].strip())
-            ratings.append(rating)
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            if "user" not in fields or "item" not in fields:
+                raise CLIError(f"{p}: expected a header with columns user,item[,rating], got {fields}")
+            for row in reader:
+                line = reader.line_num
+                if row["item"] is None or not row["item"].strip():
+                    raise CLIError(f"{p}, line {line}: missing item (expected user,item[,rating])")
+                try:
+                    rating = float(row["rating"]) if row.get("rating") not in (None, "") else 1.0
+                except ValueError:
+                    raise CLIError(f"{p}, line {line}: rating {row['rating']!r} is not a number") from None
+                items, ratings = users.setdefault(row["user"], ([], []))
+                items.append(row["item"].strip())
+                ratings.append(rating)
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{p} is not UTF-8 text: {exc}") from None
+    except csv.Error as exc:
+        raise CLIError(f"{p}: not a valid CSV file: {exc}") from None
     if not users:
         raise CLIError(f"{p} holds no support interactions")
     return [(u, it, r) for u, (it, r) in users.items()]
@@ -990,6 +1000,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, exit 1
         if verbose:
             raise
+        if type(exc).__name__ == "DivergenceError":  # meta.DivergenceError: a hyper-parameter problem
+            print(f"metarec-fast: error: {' '.join(str(exc).split())} (training diverged: lower --inner-lr, "
+                  "--outer-lr or --l2, or use fewer --inner-steps)", file=sys.stderr)
+            return EXIT_USAGE
         print(f"metarec-fast: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
               "(run with --verbose for the traceback)", file=sys.stderr)
         return 1

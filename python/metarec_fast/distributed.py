@@ -3,11 +3,12 @@
 Launch one process per rank with ``torchrun`` (or ``torch.multiprocessing``);
 every rank builds the same model, trainer and task set, then::
 
-    from metarec_fast.distributed import DistributedMetaTrainer, init_distributed
+    from metarec_fast.distributed import DistributedMetaTrainer, distributed_session
 
-    init_distributed(timeout=120)          # reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT
-    trainer = DistributedMetaTrainer(model, meta_batch_size=64, random_state=0)
-    trainer.fit(train_tasks, val_tasks, epochs=10, checkpoint="ckpt.pt")
+    with distributed_session(timeout=120):  # reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT
+        trainer = DistributedMetaTrainer(model, meta_batch_size=64, random_state=0)
+        trainer.fit(train_tasks, val_tasks, epochs=10, checkpoint="ckpt.pt")
+    # every rank has left the process group together (barrier + destroy_process_group)
 
 How a step works: every rank draws the same global task order (same seed), takes
 a contiguous slice of each global meta-batch, computes the *un-normalised*
@@ -20,18 +21,22 @@ of the global batch (up to floating-point summation order), so N ranks with B/N
 tasks each take the same optimiser step as one process with B. A rank whose
 step raises still joins the all-reduce with its status slot set, so every other
 rank raises :class:`RemoteRankError` naming it instead of hanging; a rank that
-dies makes the others' collective fail within the process group's timeout.
+dies makes the others' collective fail within the process group's timeout. The
+same holds for the checks at the start of :meth:`DistributedMetaTrainer.fit`
+(arguments, empty or mismatched task sets): a rank whose check fails raises it,
+the others raise :class:`RemoteRankError` with its message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -39,12 +44,16 @@ from .meta.trainer import MetaTrainer
 
 logger = logging.getLogger("metarec_fast")
 
-__all__ = ["DistributedMetaTrainer", "RemoteRankError", "init_distributed", "recommend_sharded",
-           "fingerprint", "check_consistent"]
+__all__ = ["DistributedMetaTrainer", "DistributedSetupError", "RemoteRankError", "init_distributed",
+           "distributed_session", "shutdown", "recommend_sharded", "fingerprint", "check_consistent"]
 
 
 class RemoteRankError(RuntimeError):
     """Another rank failed (raised), so this rank stops too."""
+
+
+class DistributedSetupError(RuntimeError):
+    """No process group could be set up (no torchrun environment, unreachable master, ...)."""
 
 
 def init_distributed(backend: str | None = None, timeout: float = 300.0, device: str = "cpu",
@@ -61,7 +70,7 @@ def init_distributed(backend: str | None = None, timeout: float = 300.0, device:
     import torch.distributed as dist
 
     if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this PyTorch build")
+        raise DistributedSetupError("torch.distributed is not available in this PyTorch build")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if not timeout > 0:
@@ -69,8 +78,8 @@ def init_distributed(backend: str | None = None, timeout: float = 300.0, device:
     if backend is None:
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
     if init_method is None and rank is None and "RANK" not in os.environ:
-        raise RuntimeError("no distributed environment: launch with torchrun (RANK, WORLD_SIZE, "
-                           "MASTER_ADDR, MASTER_PORT) or pass init_method, rank and world_size")
+        raise DistributedSetupError("no distributed environment: launch with torchrun (RANK, WORLD_SIZE, "
+                                    "MASTER_ADDR, MASTER_PORT) or pass init_method, rank and world_size")
     kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=float(timeout))}
     if init_method is not None:
         kwargs["init_method"] = init_method
@@ -78,8 +87,54 @@ def init_distributed(backend: str | None = None, timeout: float = 300.0, device:
         kwargs["rank"] = int(rank)
     if world_size is not None:
         kwargs["world_size"] = int(world_size)
-    dist.init_process_group(**kwargs)
+    try:
+        dist.init_process_group(**kwargs)
+    except (RuntimeError, ValueError) as exc:  # e.g. DistStoreError: the master is unreachable
+        raise DistributedSetupError(f"could not set up the process group ({backend}): {exc}") from exc
     return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown(barrier: bool = True) -> None:
+    """Leave the default process group: a barrier (every rank leaves together), then
+    ``destroy_process_group``. Does nothing when no group is initialised (or
+    torch.distributed is unavailable), so it is safe to call in any ``finally``.
+
+    Use ``barrier=False`` after an error: the other ranks may be waiting inside
+    another collective, which a barrier would be matched against. A barrier that
+    fails (a peer is already gone) is logged and the group is destroyed anyway.
+    Leaving together matters with gloo: tearing it down at interpreter exit while
+    a peer is still connected can abort the process.
+    """
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch without distributed
+        return
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if barrier:
+            dist.barrier()
+    except Exception as exc:  # a peer died or timed out: still leave
+        logger.warning("distributed shutdown: barrier failed (%s); leaving the process group anyway", exc)
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session(**init_kwargs: Any) -> Iterator[tuple[int, int]]:
+    """``with distributed_session(...) as (rank, world_size):`` -- :func:`init_distributed`
+    (same arguments; a group that is already initialised is adopted) and, on
+    leaving the block, :func:`shutdown`: with a barrier when the block ended
+    normally, without one when it raised (the exception then propagates).
+    Errors setting the group up raise :class:`DistributedSetupError`.
+    """
+    rank, world = init_distributed(**init_kwargs)
+    try:
+        yield rank, world
+    except BaseException:
+        shutdown(barrier=False)
+        raise
+    shutdown(barrier=True)
 
 
 def _rank_world(group: Any = None) -> tuple[int, int]:
@@ -121,13 +176,27 @@ def fingerprint(tasks: Any) -> dict[str, Any]:
                                tasks.query.indptr, tasks.query.items, tasks.query.ratings)}
 
 
-def check_consistent(name: str, value: dict[str, Any], group: Any = None) -> None:
-    """All-gather ``value`` (a JSON-able dict) and raise ValueError naming every key that differs."""
+def check_consistent(name: str, value: dict[str, Any], group: Any = None,
+                     error: BaseException | None = None) -> None:
+    """All-gather ``value`` (a JSON-able dict) and raise ValueError naming every key that differs.
+
+    ``error``: this rank failed while preparing ``value``; it still joins the
+    all-gather (so nobody waits for it), then raises ``error`` while every other
+    rank raises :class:`RemoteRankError` with its message.
+    """
     import torch.distributed as dist
 
     rank, world = _rank_world(group)
     gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, value, group=group)
+    payload = {"value": value, "error": None if error is None else f"{type(error).__name__}: {error}"}
+    dist.all_gather_object(gathered, payload, group=group)
+    if error is not None:
+        raise error
+    failed = [(r, g["error"]) for r, g in enumerate(gathered) if g["error"] is not None]
+    if failed:
+        raise RemoteRankError(f"{name}: rank(s) {[r for r, _ in failed]} failed ("
+                              + "; ".join(f"rank {r}: {m}" for r, m in failed) + f"); rank {rank} stops too")
+    gathered = [g["value"] for g in gathered]
     diffs = []
     for key in sorted({k for v in gathered for k in v}):
         values = [v.get(key) for v in gathered]
@@ -177,17 +246,29 @@ class DistributedMetaTrainer(MetaTrainer):
             "epoch": self.epoch,
         }
 
-    def check_consistency(self, train_tasks: Any, val_tasks: Any = None) -> None:
-        """Raise ValueError on every rank if data, seed, settings or parameters differ across ranks."""
-        check_consistent("training setup", {
-            **{f"train {k}": v for k, v in fingerprint(train_tasks).items()},
-            **{f"val {k}": v for k, v in fingerprint(val_tasks).items()},
-            **self._config()}, self.process_group)
+    def check_consistency(self, train_tasks: Any, val_tasks: Any = None, epochs: Any = None) -> None:
+        """Raise ValueError on every rank if data, seed, settings or parameters differ across ranks.
+
+        The cheap argument checks of :meth:`fit` run here first: a rank whose
+        check fails raises its error, the others :class:`RemoteRankError`
+        (instead of waiting for it in the first training step until the timeout).
+        """
+        value: dict[str, Any] = {}
+        error: BaseException | None = None
+        try:
+            if epochs is not None:
+                self._check_fit_args(train_tasks, val_tasks, epochs)
+            value = {**{f"train {k}": v for k, v in fingerprint(train_tasks).items()},
+                     **{f"val {k}": v for k, v in fingerprint(val_tasks).items()},
+                     **self._config(), "epochs": epochs}
+        except Exception as exc:  # joins the all-gather below, then raises
+            error = exc
+        check_consistent("training setup", value, self.process_group, error=error)
 
     def fit(self, train_tasks: Any, val_tasks: Any = None, epochs: int = 10, show_progress: bool = True,
             **kwargs: Any) -> "MetaTrainer":
         """As :meth:`MetaTrainer.fit`, on every rank (after the consistency check)."""
-        self.check_consistency(train_tasks, val_tasks)
+        self.check_consistency(train_tasks, val_tasks, epochs)
         return super().fit(train_tasks, val_tasks, epochs=epochs,
                            show_progress=show_progress and self.rank == 0, **kwargs)
 

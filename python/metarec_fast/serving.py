@@ -299,7 +299,9 @@ class Recommender:
         except FileNotFoundError:
             raise
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError,
-                json.JSONDecodeError) as exc:
+                json.JSONDecodeError, NotImplementedError, RuntimeError) as exc:
+            # (zipfile raises NotImplementedError / RuntimeError for damaged flag bits:
+            # "compressed patched data", "encrypted")
             raise ValueError(f"{path} is not a readable metarec-fast bundle (truncated or foreign): {exc}") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError(f"{path} is not a metarec-fast recommender bundle")

@@ -59,6 +59,10 @@ def _encode_ids(raw: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
         if bad.any():
             row = _first(bad)
             raise RowError(f"{name} id {_py(arr[row])!r} at row {row} is not an integer", row)
+        bad = np.abs(arr) >= 2.0**63
+        if bad.any():
+            row = _first(bad)
+            raise RowError(f"{name} id {_py(arr[row])!r} at row {row} does not fit in int64", row)
         arr = arr.astype(np.int64)
     if arr.dtype.kind in "iu":
         if arr.size and arr.dtype.kind == "i":
@@ -124,7 +128,14 @@ def _numbers(raw: Any, n: int, what: str) -> np.ndarray:
 def _as_ratings(raw: Any, n: int) -> tuple[np.ndarray, bool]:
     if raw is None:
         return np.ones(n, dtype=np.float32), True
-    return _numbers(raw, n, "rating").astype(np.float32), False
+    arr = _numbers(raw, n, "rating")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():  # finite in float64 but beyond float32's range
+        row = _first(bad)
+        raise RowError(f"rating {_py(arr[row])!r} at row {row} is beyond float32's range", row)
+    return out, False
 
 
 def _as_timestamps(raw: Any, n: int) -> np.ndarray | None:
@@ -137,7 +148,13 @@ def _as_timestamps(raw: Any, n: int) -> np.ndarray | None:
             row = _first(nat)
             raise RowError(f"missing timestamp at row {row}", row)
         return arr.astype("datetime64[s]").astype(np.int64)
-    return _numbers(arr, n, "timestamp").astype(np.int64)
+    arr = _numbers(arr, n, "timestamp")
+    if arr.size and arr.dtype.kind in "fu":
+        bad = arr >= 2.0**63 if arr.dtype.kind == "u" else (np.abs(arr) >= 2.0**63)
+        if bad.any():
+            row = _first(bad)
+            raise RowError(f"timestamp {_py(arr[row])!r} at row {row} does not fit in int64 seconds", row)
+    return arr.astype(np.int64)
 
 
 class Interactions:
@@ -312,8 +329,8 @@ class Interactions:
             if name is None or name not in names:
                 return None
             c = table.column(name)
-            if c.null_count:  # nulls: NaN in numbers, None elsewhere (rejected with their row)
-                if pa.types.is_integer(c.type) or pa.types.is_floating(c.type):
+            if c.null_count:  # nulls: NaN in floats, None elsewhere (rejected with their row)
+                if pa.types.is_floating(c.type):  # integers stay exact (no cast through float64)
                     return c.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 return np.asarray(c.to_pylist(), dtype=object)
             return c.to_numpy(zero_copy_only=False)

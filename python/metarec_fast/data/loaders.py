@@ -100,6 +100,8 @@ def _check_file(path: Path) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is never data (and not a line of its own)
+        data = data[3:]
     if not data.strip():
         raise ValueError(f"{path} is empty: no interactions to read")
     return data
@@ -169,6 +171,8 @@ def _build(cols: dict[str, np.ndarray], text: _Text, header_lines: int, uf: Feat
     except RowError as exc:
         line = text.line_of_row(exc.row, header_lines)
         raise text.error(line, str(exc).replace(f" at row {exc.row}", "")) from None
+    except (ValueError, TypeError) as exc:  # not tied to one row: still name the file
+        raise type(exc)(f"{text.path}: {exc}") from None
 
 
 def _read_meta(path: Path, sep: str, names: Sequence[str], encoding: str, header: bool = False,
@@ -393,7 +397,10 @@ def load_table(
 
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None
         if table.num_rows == 0:
             raise ValueError(f"{path} is empty: no interactions to read")
         names = table.column_names
@@ -408,6 +415,8 @@ def load_table(
                                            implicit=implicit)
         except RowError as exc:
             raise ValueError(f"{path}, row {exc.row}: {exc}") from None
+        except (ValueError, TypeError) as exc:  # name the file (e.g. a bool id column, mixed id types)
+            raise type(exc)(f"{path}: {exc}") from None
     if fmt not in ("csv", "tsv", "txt", "tab", "dat"):
         raise ValueError(f"unknown format {fmt!r} for {path}; pass format='csv', 'tsv' or 'parquet'")
     if sep is None:
@@ -421,6 +430,10 @@ def load_table(
     for role in ("user", "item"):
         if roles[role] not in file_names:
             raise ValueError(f"{path}: column {roles[role]!r} ({role}) not found; columns are {file_names}")
+    for role in ("user", "item", "rating", "timestamp"):
+        if file_names.count(roles[role]) > 1:
+            raise ValueError(f"{path}: column {roles[role]!r} ({role}) appears {file_names.count(roles[role])} "
+                             f"times in the header; columns are {file_names}")
     role_of = {c: r for r, c in roles.items()}
     names = [role_of.get(c, f"_skip{k}") for k, c in enumerate(file_names)]
     kinds = [None if n.startswith("_skip") else ("float" if n == "rating" else "int") for n in names]

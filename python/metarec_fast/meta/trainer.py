@@ -233,6 +233,14 @@ class MetaTrainer:
         return total / max(count, 1.0)
 
     # -- the loop ---------------------------------------------------------
+    def _check_fit_args(self, train_tasks: Any, val_tasks: Any, epochs: Any) -> None:
+        """The argument checks at the start of :meth:`fit` (ValueError)."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        if _n_tasks(train_tasks) == 0:
+            raise ValueError("train_tasks is empty")
+        self._check_id_space(train_tasks, val_tasks)
+
     def fit(
         self,
         train_tasks: Any,
@@ -256,11 +264,7 @@ class MetaTrainer:
         ``callback(record)`` is called after each epoch; returning ``False``
         stops training.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        if _n_tasks(train_tasks) == 0:
-            raise ValueError("train_tasks is empty")
-        self._check_id_space(train_tasks, val_tasks)
+        self._check_fit_args(train_tasks, val_tasks, epochs)
         from tqdm.auto import tqdm
 
         n = _n_tasks(train_tasks)
