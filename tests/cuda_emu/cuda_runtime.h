@@ -412,7 +412,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
 }  // namespace emu
 
 #define METAREC_CUDA_LAUNCH(kernel, grid, block, stream, ...) \
-    ::emu::launch(kernel, dim3(grid), dim3(block), __VA_ARGS__)
+    ((void)(stream), ::emu::launch(kernel, dim3(grid), dim3(block), __VA_ARGS__))
 
 // ---------------------------------------------------------------- runtime API
 

@@ -72,7 +72,7 @@ void do_forward(const T* table, i64 num_rows, i64 dim, const i64* ids, i64 n_ids
     }
 }
 
-void do_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, i64 num_rows, i64* ws, int blocks) {
+[[maybe_unused]] void do_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, i64 num_rows, i64* ws, int blocks) {
     if (guarded(blocks, [&] { metarec::cuda::embedding_group(ids, n_ids, offsets, n_bags, num_rows, ws, nullptr, 0); })) {
         throw std::runtime_error(g_error);
     }
