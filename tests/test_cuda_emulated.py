@@ -12,7 +12,7 @@ with NaN), together with one driver per family in tests/cuda_emu:
   change a result, collectives on a 32 x 32 block), then every top-k result
   bit for bit against a brute-force reference (shapes, ties, exclusions,
   slices, several launch groups forced by a tiny scratch budget, padding,
-  NaN reports);
+  NaN reports), and a subset again under AddressSanitizer + UBSan;
 * emu_embedding_main.cpp (ctypes): gather, bags, check, group, backward and
   weight gradient bit for bit against the CPU kernels of ``_core``, with the
   launchers' grids and tiny grids (grid-stride loops), misaligned buffers
@@ -74,6 +74,9 @@ def builds(tmp_path_factory):
         "adapt": [*FLAGS, "-O1", "-fPIC", "-shared", str(EMU / "emu_adapt_main.cpp")],
         "embedding_asan": [*FLAGS, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                            "-DMETAREC_EMU_MAIN", str(EMU / "emu_embedding_main.cpp")],
+        "topk_asan": [*FLAGS, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                      "-DMETAREC_TOPK_SCRATCH_BYTES=256", "-x", "c++", str(CUDA_SRC / "topk.cu"), "-x", "c++",
+                      str(EMU / "emu_topk_main.cpp")],
         "adapt_asan": [*FLAGS, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                        "-DMETAREC_EMU_MAIN", str(EMU / "emu_adapt_main.cpp")],
     }
@@ -113,11 +116,27 @@ def _f64(x):
 
 
 def test_topk_kernels_equal_brute_force(builds):
-    # The whole case list (--quick, a subset, is for manual runs), after the
-    # emulation's own checks (deliberately broken kernels must be caught).
-    run = subprocess.run([str(builds["topk"])], capture_output=True, text=True, timeout=600)
+    # The emulation's own checks first (deliberately broken kernels must be
+    # caught), then the quick case list (the whole list with
+    # METAREC_FUZZ_SCALE > 1: about 4x longer).
+    args = [] if SCALE > 1 else ["--quick"]
+    run = subprocess.run([str(builds["topk"]), *args], capture_output=True, text=True, timeout=600)
     failed = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
     assert run.returncode == 0 and not failed, "\n".join(failed) + run.stderr[-3000:]
+    assert "0 failures" in run.stdout
+
+
+def test_topk_kernels_under_address_sanitizer(builds):
+    # Exact-size host buffers for every input, output and scratch allocation:
+    # no kernel or launcher reads or writes outside them (the quick subset;
+    # the whole list with METAREC_FUZZ_SCALE > 1).
+    exe = builds["topk_asan"]
+    if exe is None:
+        pytest.skip("the C++ toolchain has no AddressSanitizer")
+    args = [] if SCALE > 1 else ["--quick"]
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
+    assert run.returncode == 0 and not failed, "\n".join(failed) + run.stderr[-4000:]
     assert "0 failures" in run.stdout
 
 

@@ -316,7 +316,7 @@ void case_runtime() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // --quick: a subset (manual runs); no argument: larger shapes too (the pytest run).
+    // --quick: the normal pytest run; no argument: larger shapes too (METAREC_FUZZ_SCALE > 1).
     const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
     case_runtime();
     // fused dot: shapes, ties, exclusions, slices, bias, padding
