@@ -619,10 +619,12 @@ void validate_on_device(const LinearHeadBatch<T>& bt, i64 nnz_s, i64 nnz_q, u64*
                         cudaStream_t stream) {
     check(cudaMemsetAsync(status, 0xff, 2 * kCsrSlots * sizeof(u64), stream), "cudaMemsetAsync");
     const i64 cap = 4096;
-    validate_csr_kernel<<<grid_for(std::max(bt.n_users, nnz_s), kBlock, cap), kBlock, 0, stream>>>(
+    METAREC_CUDA_LAUNCH(validate_csr_kernel, grid_for(std::max(bt.n_users, nnz_s), kBlock, cap),
+                        kBlock, stream,
         bt.support_indptr, bt.n_users, bt.support_items, nnz_s, bt.n_items, status);
     check_launch("validate_csr_kernel");
-    validate_csr_kernel<<<grid_for(std::max(bt.n_users, nnz_q), kBlock, cap), kBlock, 0, stream>>>(
+    METAREC_CUDA_LAUNCH(validate_csr_kernel, grid_for(std::max(bt.n_users, nnz_q), kBlock, cap),
+                        kBlock, stream,
         bt.query_indptr, bt.n_users, bt.query_items, nnz_q, bt.n_items, status + kCsrSlots);
     check_launch("validate_csr_kernel");
     u64 host[2 * kCsrSlots];
@@ -659,8 +661,8 @@ void launch_forward(const LinearHeadBatch<T>& bt, i64 nnz_s, i64 nnz_q, T* traje
     DeviceBuffer buf(carve.size(), stream);
     validate_on_device(bt, nnz_s, nnz_q, Carver::at<u64>(buf, status_at), stream);
     if (bt.n_users == 0) return;
-    forward_kernel<T, R><<<grid, kBlock, 0, stream>>>(bt, trajectory, query_pred,
-                                                      Carver::at<T>(buf, scratch_at));
+    METAREC_CUDA_LAUNCH((forward_kernel<T, R>), grid, kBlock, stream,
+        bt, trajectory, query_pred, Carver::at<T>(buf, scratch_at));
     check_launch("linear_head forward_kernel");
 }
 
@@ -742,8 +744,8 @@ void launch_backward(const LinearHeadBatch<T>& bt, i64 nnz_s, i64 nnz_q, const T
     uo.entry_h = Carver::at<T>(buf, entry_h_at);
     uo.entry_c = Carver::at<T>(buf, entry_c_at);
     uo.q_user = Carver::at<i64>(buf, q_user_at);
-    backward_users_kernel<T, R><<<grid, kBlock, 0, stream>>>(bt, trajectory, grad_query_pred, second,
-                                                             alpha_grad, uo, Carver::at<T>(buf, scratch_at));
+    METAREC_CUDA_LAUNCH((backward_users_kernel<T, R>), grid, kBlock, stream,
+        bt, trajectory, grad_query_pred, second, alpha_grad, uo, Carver::at<T>(buf, scratch_at));
     check_launch("linear_head backward_users_kernel");
 
     // theta_0 (shared) and alpha: sums over users in a fixed order.
@@ -752,17 +754,18 @@ void launch_backward(const LinearHeadBatch<T>& bt, i64 nnz_s, i64 nnz_q, const T
     const dim3 col_block(kColTile, kColTile);
     const int col_grid = static_cast<int>(ceil_div(width, kColTile));
     if (shared_theta) {
-        column_sums_kernel<T><<<col_grid, col_block, 0, stream>>>(user_theta, n_users, width, theta_sum);
+        METAREC_CUDA_LAUNCH((column_sums_kernel<T>), col_grid, col_block, stream,
+            user_theta, n_users, width, theta_sum);
         check_launch("linear_head column_sums_kernel");
     }
     if (alpha_grad) {
-        column_sums_kernel<T><<<col_grid, col_block, 0, stream>>>(user_alpha, n_users, width, alpha_sum);
+        METAREC_CUDA_LAUNCH((column_sums_kernel<T>), col_grid, col_block, stream,
+            user_alpha, n_users, width, alpha_sum);
         check_launch("linear_head column_sums_kernel");
     }
-    finalize_kernel<T><<<1, kBlock, 0, stream>>>(shared_theta ? theta_sum : nullptr,
-                                                 alpha_grad ? alpha_sum : nullptr, d,
-                                                 bt.alpha_per_parameter, out.p0, out.b0, out.alpha_p,
-                                                 out.alpha_b);
+    METAREC_CUDA_LAUNCH((finalize_kernel<T>), 1, kBlock, stream,
+        shared_theta ? theta_sum : nullptr, alpha_grad ? alpha_sum : nullptr, d,
+        bt.alpha_per_parameter, out.p0, out.b0, out.alpha_p, out.alpha_b);
     check_launch("linear_head finalize_kernel");
 
     // Body gradients.
@@ -789,13 +792,14 @@ void launch_backward(const LinearHeadBatch<T>& bt, i64 nnz_s, i64 nnz_q, const T
                               static_cast<std::size_t>(nnz_q) * sizeof(u64), cudaMemcpyDeviceToDevice, stream),
               "cudaMemcpyAsync");
     }
-    iota_kernel<<<grid_for(n_entries, kBlock, 4096), kBlock, 0, stream>>>(vals_in, n_entries);
+    METAREC_CUDA_LAUNCH(iota_kernel, grid_for(n_entries, kBlock, 4096), kBlock, stream,
+        vals_in, n_entries);
     check_launch("linear_head iota_kernel");
     check(cub::DeviceRadixSort::SortPairs(Carver::at<void>(buf, sort_at), sort_bytes, keys_in, keys_out,
                                           vals_in, vals_out, n_entries, 0, end_bit, stream),
           "cub::DeviceRadixSort::SortPairs");
     const int item_grid = grid_for(n_items, kWarpsPerBlock, static_cast<i64>(sms) * 16);
-    item_grads_kernel<T><<<item_grid, kBlock, 0, stream>>>(
+    METAREC_CUDA_LAUNCH((item_grads_kernel<T>), item_grid, kBlock, stream,
         keys_out, vals_out, n_entries, n_support_entries, uo.entry_h, uo.entry_c, grad_query_pred,
         uo.q_user, trajectory, stride, static_cast<i64>(bt.steps) * width, n_items, d, out.H, out.c);
     check_launch("linear_head item_grads_kernel");

@@ -11,6 +11,14 @@
 
 #include <cuda_runtime.h>
 
+// Every kernel launch goes through this macro (a parenthesised kernel name
+// when it has template arguments), so that tests/cuda_emu/cuda_runtime.h can
+// define it to run the kernels on the host and check their logic.
+#ifndef METAREC_CUDA_LAUNCH
+#define METAREC_CUDA_LAUNCH(kernel, grid, block, stream, ...) \
+    kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>

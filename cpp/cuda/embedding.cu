@@ -91,7 +91,7 @@ void embedding_gather(const T* table, i64 num_rows, i64 dim, const i64* ids, i64
     const int group = pow2_group(ceil_div(dim, v));
     with_vec<T>(v, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
-        gather_kernel<T, V><<<blocks_for(n_ids, group), kBlock, 0, stream>>>(
+        METAREC_CUDA_LAUNCH((gather_kernel<T, V>), blocks_for(n_ids, group), kBlock, stream,
             table, num_rows, dim, ids, n_ids, out, group);
     });
     check_launch("embedding_gather");
@@ -113,10 +113,10 @@ void embedding_bag_forward(const T* table, i64 num_rows, i64 dim, const i64* ids
     with_vec<T>(v, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
         if (weights != nullptr) {
-            bag_forward_kernel<T, V, true><<<blocks, kBlock, 0, stream>>>(
+            METAREC_CUDA_LAUNCH((bag_forward_kernel<T, V, true>), blocks, kBlock, stream,
                 table, num_rows, dim, ids, n_ids, offsets, n_bags, weights, false, out, group);
         } else {
-            bag_forward_kernel<T, V, false><<<blocks, kBlock, 0, stream>>>(
+            METAREC_CUDA_LAUNCH((bag_forward_kernel<T, V, false>), blocks, kBlock, stream,
                 table, num_rows, dim, ids, n_ids, offsets, n_bags, nullptr, mean, out, group);
         }
     });
@@ -130,7 +130,7 @@ void embedding_check(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets
     // all ones: "none found" for the two atomicMin words (-1 as int64)
     check(cudaMemsetAsync(result, 0xFF, 2 * sizeof(i64), stream), "cudaMemsetAsync");
     if (n_ids == 0 && n_bags == 0) return;
-    check_kernel<<<blocks_for_items(std::max(n_ids, n_bags)), kBlock, 0, stream>>>(
+    METAREC_CUDA_LAUNCH(check_kernel, blocks_for_items(std::max(n_ids, n_bags)), kBlock, stream,
         ids, n_ids, num_rows, offsets, n_bags, reinterpret_cast<unsigned long long*>(result));
     check_launch("embedding_check");
 }
@@ -171,7 +171,8 @@ void embedding_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, 
         return;
     }
     const int blocks = blocks_for_items(n_ids);
-    iota_bag_kernel<<<blocks, kBlock, 0, stream>>>(n_ids, offsets, n_bags, scratch, bag_of);
+    METAREC_CUDA_LAUNCH(iota_bag_kernel, blocks, kBlock, stream,
+        n_ids, offsets, n_bags, scratch, bag_of);
     check_launch("embedding_group (iota)");
 
     // Stable sort of (id, position): equal ids keep ascending positions. The
@@ -192,7 +193,8 @@ void embedding_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, 
               "cub::DeviceRadixSort::SortPairs");
     }
 
-    head_flags_kernel<<<blocks, kBlock, 0, stream>>>(sorted, n_ids, scratch);
+    METAREC_CUDA_LAUNCH(head_flags_kernel, blocks, kBlock, stream,
+        sorted, n_ids, scratch);
     check_launch("embedding_group (flags)");
     std::size_t scan_bytes = 0;
     check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, scratch, segment, n_ids, stream),
@@ -203,7 +205,8 @@ void embedding_group(const i64* ids, i64 n_ids, const i64* offsets, i64 n_bags, 
                                             stream),
               "cub::DeviceScan::InclusiveSum");
     }
-    heads_kernel<<<blocks, kBlock, 0, stream>>>(sorted, segment, n_ids, rows, starts, n_unique);
+    METAREC_CUDA_LAUNCH(heads_kernel, blocks, kBlock, stream,
+        sorted, segment, n_ids, rows, starts, n_unique);
     check_launch("embedding_group (heads)");
 }
 
@@ -234,7 +237,7 @@ void embedding_bag_backward(const T* grad_out, i64 n_bags, i64 dim, const i64* o
         constexpr int V = decltype(vc)::value;
         auto launch = [&](auto mode_c) {
             constexpr int M = decltype(mode_c)::value;
-            bag_backward_kernel<T, V, M><<<blocks, kBlock, 0, stream>>>(
+            METAREC_CUDA_LAUNCH((bag_backward_kernel<T, V, M>), blocks, kBlock, stream,
                 grad_out, n_bags, dim, offsets, n_ids, weights, workspace + l.perm,
                 workspace + l.bag_of, workspace + l.rows, workspace + l.starts,
                 workspace + l.n_unique, n_launch, dense, num_rows, dest, group);
@@ -263,7 +266,7 @@ void embedding_bag_weight_grad(const T* grad_out, i64 n_bags, const T* table, i6
     const int group = pow2_group(ceil_div(n_ids, std::max<i64>(1, n_bags)));
     with_vec<T>(v, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
-        weight_grad_kernel<T, V><<<blocks_for(n_bags, group), kBlock, 0, stream>>>(
+        METAREC_CUDA_LAUNCH((weight_grad_kernel<T, V>), blocks_for(n_bags, group), kBlock, stream,
             grad_out, n_bags, table, num_rows, dim, ids, n_ids, offsets, out, group);
     });
     check_launch("embedding_bag_weight_grad");

@@ -1,9 +1,8 @@
-// CUDA embedding kernels: the device code and the launch-shape helpers,
-// shared by embedding.cu (nvcc) and the host emulator of the tests
-// (tests/cuda_emulation/embedding_emulator.cpp compiles this file with g++,
-// runs every thread of every block one after another, and checks the results
-// against the CPU kernels bit for bit; this works because no kernel here
-// communicates between threads: no shared memory, barriers or shuffles).
+// CUDA embedding kernels: the device code and the launch-shape helpers of
+// embedding.cu (also run on the host by the CUDA emulation of the tests,
+// tests/cuda_emu, which checks the results against the CPU kernels bit for
+// bit; no kernel here communicates between threads: no shared memory,
+// barriers or shuffles).
 //
 // Everything a kernel needs from CUDA is: __global__/__device__/
 // __forceinline__/__launch_bounds__, threadIdx/blockIdx/blockDim/gridDim,

@@ -33,13 +33,6 @@
 #include <stdexcept>
 #include <string>
 
-// Kernel launches go through this macro so that tests/cuda_emu can run the
-// kernels on the host (threads as CUDA threads) to check their logic.
-#ifndef METAREC_CUDA_LAUNCH
-#define METAREC_CUDA_LAUNCH(kernel, grid, block, stream, ...) \
-    kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
-#endif
-
 namespace metarec {
 namespace cuda {
 

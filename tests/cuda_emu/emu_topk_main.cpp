@@ -2,7 +2,8 @@
 // (tests/cuda_emu/cuda_runtime.h) and compares every result bit for bit with
 // a brute-force reference using the same arithmetic (bias, then fused
 // multiply-adds over d in order). Built and run by tests/test_cuda_emulated.py.
-// Prints one line per case; exits 1 on any mismatch.
+// Before that, case_runtime() checks the emulation itself with deliberately
+// broken kernels. Prints one line per case; exits 1 on any mismatch.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -231,11 +232,93 @@ void case_errors() {
     }, "positive");
 }
 
+// ---------------------------------------------------------------- the emulation itself
+// Kernels with deliberate bugs: the emulation must report them (a deadlock,
+// or a wrong result under the shuffled resume order), and the correct
+// versions must pass. Run first, so a broken emulation cannot pass topk.
+
+__global__ void divergent_barrier_kernel(int* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    out[threadIdx.x] = 1;
+}
+
+__global__ void divergent_shuffle_kernel(int* out) {
+    int v = static_cast<int>(threadIdx.x);
+    if (threadIdx.x % 32 < 31) v = __shfl_xor_sync(0xffffffffu, v, 1);
+    out[threadIdx.x] = v;
+}
+
+// out[t] = t-th thread's neighbour's value, with or without the barrier.
+__global__ void neighbour_kernel(int* out, bool barrier) {
+    __shared__ int sh[256];
+    const int t = static_cast<int>(threadIdx.x);
+    sh[t] = 1000 + t + static_cast<int>(blockIdx.x);
+    if (barrier) __syncthreads();
+    out[blockIdx.x * 256 + t] = sh[(t + 1) % 256];
+}
+
+__global__ void collectives_kernel(int* out) {
+    const int t = static_cast<int>(threadIdx.y * blockDim.x + threadIdx.x);
+    double x = t;
+    for (int m = 16; m >= 1; m >>= 1) x += __shfl_xor_sync(0xffffffffu, x, m);
+    const int lane = t % 32;
+    const unsigned ballot = __ballot_sync(0xffffffffu, lane % 3 == 0);
+    const int any = __syncthreads_or(t == 77);
+    const int all = __syncthreads_and(t < 1024);
+    const int cnt = __syncthreads_count(t % 2 == 0);
+    const int from0 = __shfl_sync(0xffffffffu, t, 0);
+    out[t * 6 + 0] = static_cast<int>(x);
+    out[t * 6 + 1] = static_cast<int>(ballot);
+    out[t * 6 + 2] = any;
+    out[t * 6 + 3] = all;
+    out[t * 6 + 4] = cnt;
+    out[t * 6 + 5] = from0;
+}
+
+void case_runtime() {
+    std::vector<int> out(64 * 256, -1);
+    auto deadlocks = [&](const char* name, auto kernel) {
+        try {
+            METAREC_CUDA_LAUNCH(kernel, 1, 64, nullptr, out.data());
+            report(name, false, "no deadlock reported");
+        } catch (const std::runtime_error& e) {
+            report(name, std::string(e.what()).find("deadlock") != std::string::npos, e.what());
+        }
+    };
+    deadlocks("emulation: divergent __syncthreads is a deadlock", divergent_barrier_kernel);
+    deadlocks("emulation: divergent shuffle is a deadlock", divergent_shuffle_kernel);
+    for (bool barrier : {true, false}) {
+        METAREC_CUDA_LAUNCH(neighbour_kernel, 64, 256, nullptr, out.data(), barrier);
+        int wrong = 0;
+        for (int b = 0; b < 64; ++b) {
+            for (int t = 0; t < 256; ++t) wrong += out[b * 256 + t] != 1000 + (t + 1) % 256 + b;
+        }
+        report(barrier ? "emulation: shared memory after a barrier" : "emulation: a missing barrier shows",
+               barrier ? wrong == 0 : wrong > 0, std::to_string(wrong) + " wrong reads");
+    }
+    std::vector<int> col(1024 * 6, -1);
+    METAREC_CUDA_LAUNCH(collectives_kernel, 1, dim3(32, 32), nullptr, col.data());
+    int wrong = 0;
+    unsigned want_ballot = 0;
+    for (int l = 0; l < 32; l += 3) want_ballot |= 1u << l;
+    for (int t = 0; t < 1024; ++t) {
+        const int w = t / 32;
+        const int want_sum = 32 * 32 * w + 31 * 16;  // sum of 32w .. 32w + 31
+        wrong += col[t * 6] != want_sum;
+        wrong += static_cast<unsigned>(col[t * 6 + 1]) != want_ballot;
+        wrong += col[t * 6 + 2] != 1 || col[t * 6 + 3] != 1 || col[t * 6 + 4] != 512;
+        wrong += col[t * 6 + 5] != 32 * w;
+    }
+    report("emulation: shuffles, ballots, syncthreads_or/and/count on a 32 x 32 block", wrong == 0,
+           std::to_string(wrong) + " wrong");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    // --quick: the pytest run (tens of seconds); no argument: larger shapes too.
+    // --quick: the normal pytest run; no argument: larger shapes too (METAREC_FUZZ_SCALE > 1).
     const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+    case_runtime();
     // fused dot: shapes, ties, exclusions, slices, bias, padding
     case_dot<float>(1, 1, 1, 1, 0, 0, -1, false, 1);
     case_dot<float>(5, 40, 3, 5, 0, 0, 6, true, 2);
