@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from typing import Any, Callable
 
 import numpy as np
+from gpu_timing import cuda_median_ms
 
 N_SUPPORT, N_QUERY, DIM, STEPS, N_ITEMS = 20, 20, 64, 5, 10_000
 TARGET = 10.0
@@ -74,22 +74,6 @@ def meta_gradient(learner: Any, batch: Any) -> Any:
     return learner.model.item_embedding.grad
 
 
-def time_cuda(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-    """Median milliseconds of fn() between CUDA events (after warm-up)."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def kernels_only(learner: Any, batch: Any) -> Callable[[], Any]:
@@ -148,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 1
         repeats_ref = max(3, args.repeats // (4 if n_users > 4096 else 2))
-        ms_cpp = time_cuda(lambda: meta_gradient(cpp, batch), 3, args.repeats)
-        ms_ref = time_cuda(lambda: meta_gradient(ref, batch), 2, repeats_ref)
-        ms_kernels = time_cuda(kernels_only(cpp, batch), 3, args.repeats)
+        ms_cpp = cuda_median_ms(lambda: meta_gradient(cpp, batch), args.repeats, warmup=3)
+        ms_ref = cuda_median_ms(lambda: meta_gradient(ref, batch), repeats_ref, warmup=2)
+        ms_kernels = cuda_median_ms(kernels_only(cpp, batch), args.repeats, warmup=3)
         speedup = ms_ref / ms_cpp
         results.append({
             "n_users": n_users, "support": N_SUPPORT, "query": N_QUERY, "d": DIM, "steps": STEPS,

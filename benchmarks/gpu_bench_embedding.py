@@ -16,29 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
 import numpy as np
+from gpu_timing import cuda_median_ms
 
 
-def median_ms(fn, repeats, warmup=3):
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def fail(msg):
@@ -115,22 +99,22 @@ def run_case(name, n_bags, bag, num_rows, d, mode, weighted, repeats, check_cpu,
     rows_ = []
     timings = {
         "forward": (
-            median_ms(lambda: ops.embedding_bag(table, ids, offsets, weights, mode), repeats),
-            median_ms(kernel_forward, repeats),
-            median_ms(lambda: F.embedding_bag(ids, table, offsets, mode=mode,
+            cuda_median_ms(lambda: ops.embedding_bag(table, ids, offsets, weights, mode), repeats),
+            cuda_median_ms(kernel_forward, repeats),
+            cuda_median_ms(lambda: F.embedding_bag(ids, table, offsets, mode=mode,
                                               per_sample_weights=weights), repeats),
         ),
         "backward dense": (
-            median_ms(lambda: ops.embedding_bag_backward(grad, ids, offsets, num_rows, weights,
+            cuda_median_ms(lambda: ops.embedding_bag_backward(grad, ids, offsets, num_rows, weights,
                                                          mode), repeats),
-            median_ms(kernel_backward, repeats),
-            median_ms(lambda: torch.autograd.grad(out, t_req, grad, retain_graph=True), repeats),
+            cuda_median_ms(kernel_backward, repeats),
+            cuda_median_ms(lambda: torch.autograd.grad(out, t_req, grad, retain_graph=True), repeats),
         ),
         "backward sparse": (
-            median_ms(lambda: ops.embedding_bag_backward(grad, ids, offsets, num_rows, weights,
+            cuda_median_ms(lambda: ops.embedding_bag_backward(grad, ids, offsets, num_rows, weights,
                                                          mode, sparse=True), repeats),
             None,  # (no separate kernel timing)
-            median_ms(lambda: torch.autograd.grad(out_sparse, t_sparse, grad, retain_graph=True),
+            cuda_median_ms(lambda: torch.autograd.grad(out_sparse, t_sparse, grad, retain_graph=True),
                       repeats),
         ),
     }

@@ -18,30 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
+from gpu_timing import cuda_median_ms
 
 
-def cuda_time(fn, repeats: int, warmup: int = 1) -> float:
-    """Median milliseconds of fn() over `repeats` runs, timed with CUDA events."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def chunk_rows(n_cols: int, budget_bytes: int = 8 << 30) -> int:
@@ -159,7 +142,7 @@ def bench_topk_dot(nq, ni, d, k, dtype, repeats, with_excl, n_check, seed=0):
     rec = {"case": name, "shape": shape, "ok": problem is None, "problem": problem}
     if problem is not None:
         return rec
-    t_ours = cuda_time(ours, repeats)
+    t_ours = cuda_median_ms(ours, repeats, warmup=1)
     # The same kernel compiled for one block per SM (no register spills):
     # which of the two is faster is for this measurement to say.
     os.environ["METAREC_CUDA_TOPK_MIN_BLOCKS"] = "1"
@@ -168,11 +151,11 @@ def bench_topk_dot(nq, ni, d, k, dtype, repeats, with_excl, n_check, seed=0):
         if not (torch.equal(ids1, ids) and torch.equal(vals1, vals)):
             rec.update(ok=False, problem="the one-block-per-SM variant gives other results")
             return rec
-        rec["ours_1block_ms"] = cuda_time(ours, repeats)
+        rec["ours_1block_ms"] = cuda_median_ms(ours, repeats, warmup=1)
     finally:
         del os.environ["METAREC_CUDA_TOPK_MIN_BLOCKS"]
-    t_torch = cuda_time(lambda: torch_topk_dot(q, it, k, bias, excl_dev), repeats)
-    t_gemm = cuda_time(lambda: torch_gemm(q, it), repeats)
+    t_torch = cuda_median_ms(lambda: torch_topk_dot(q, it, k, bias, excl_dev), repeats, warmup=1)
+    t_gemm = cuda_median_ms(lambda: torch_gemm(q, it), repeats, warmup=1)
     flops = 2.0 * nq * ni * d
     rec.update(ours_ms=t_ours, torch_ms=t_torch, gemm_ms=t_gemm,
                speedup_vs_torch=t_torch / t_ours, ours_over_gemm=t_ours / t_gemm,
@@ -198,8 +181,8 @@ def bench_topk(n_rows, n_cols, k, repeats, seed=0):
         problem = "differs from the CPU topk"
     rec = {"case": name, "shape": shape, "ok": problem is None, "problem": problem}
     if problem is None:
-        t_ours = cuda_time(lambda: ops.topk(s, k), repeats)
-        t_torch = cuda_time(lambda: torch.topk(s, k, dim=1), repeats)
+        t_ours = cuda_median_ms(lambda: ops.topk(s, k), repeats, warmup=1)
+        t_torch = cuda_median_ms(lambda: torch.topk(s, k, dim=1), repeats, warmup=1)
         rec.update(ours_ms=t_ours, torch_ms=t_torch, speedup_vs_torch=t_torch / t_ours)
     return rec
 

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 
 from cuda_support import cuda_tests
 from metarec_fast import _core, _gpu, ops
-from test_embedding import SHAPES, make_bags, np_backward, np_embedding_bag, torch_bag
+from test_embedding import (
+    SHAPES,
+    bag_problem,
+    make_bags,
+    np_backward,
+    np_embedding_bag,
+    random_bag_sizes,
+    torch_bag,
+)
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -49,20 +57,6 @@ def on_gpu(x):
 def host(x):
     return x.detach().cpu().numpy()
 
-
-def problem(seed, num_rows, d, sizes, dtype, weighted):
-    rng = np.random.default_rng(seed)
-    table = rng.standard_normal((num_rows, d)).astype(dtype)
-    ids, offsets = make_bags(rng, num_rows, sizes)
-    weights = rng.standard_normal(len(ids)).astype(dtype) if weighted else None
-    grad_out = rng.standard_normal((len(sizes), d)).astype(dtype)
-    return table, ids, offsets, weights, grad_out
-
-
-def random_sizes(rng, n_bags, max_size=30):
-    sizes = rng.integers(0, max_size, n_bags)
-    sizes[rng.random(n_bags) < 0.1] = 0  # some empty bags
-    return sizes
 
 
 # ---------------------------------------------------------------------------
@@ -94,7 +88,7 @@ def test_cuda_gather_equals_cpu(dtype, d):
 @gpu
 def test_cuda_bag_forward_equals_cpu(dtype, mode, weighted, shape):
     num_rows, d, sizes = shape
-    table, ids, offsets, weights, _ = problem(num_rows * d, num_rows, d, sizes, dtype, weighted)
+    table, ids, offsets, weights, _ = bag_problem(num_rows * d, num_rows, d, sizes, dtype, weighted)
     cpu = ops.embedding_bag(table, ids, offsets, weights=weights, mode=mode)
     out = ops.embedding_bag(on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights), mode)
     assert out.is_cuda and tuple(out.shape) == (len(sizes), d)
@@ -111,7 +105,7 @@ def test_cuda_bag_forward_equals_cpu(dtype, mode, weighted, shape):
 @gpu
 def test_cuda_bag_forward_random_equals_cpu_and_torch_cuda(dtype, mode, weighted, seed, d):
     rng = np.random.default_rng(seed)
-    table, ids, offsets, weights, _ = problem(seed, 3000, d, random_sizes(rng, 700), dtype, weighted)
+    table, ids, offsets, weights, _ = bag_problem(seed, 3000, d, random_bag_sizes(rng, 700), dtype, weighted)
     cpu = ops.embedding_bag(table, ids, offsets, weights=weights, mode=mode)
     t, i, o, w = on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights)
     out = ops.embedding_bag(t, i, o, w, mode)
@@ -172,7 +166,7 @@ def _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse):
 @gpu
 def test_cuda_backward_equals_cpu(dtype, mode, weighted, shape):
     num_rows, d, sizes = shape
-    table, ids, offsets, weights, grad_out = problem(num_rows + d, num_rows, d, sizes, dtype, weighted)
+    table, ids, offsets, weights, grad_out = bag_problem(num_rows + d, num_rows, d, sizes, dtype, weighted)
     cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
     dense = _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, False)
     assert dense.is_cuda and tuple(dense.shape) == (num_rows, d)
@@ -203,7 +197,7 @@ def test_cuda_backward_random_deterministic_and_equal_to_cpu(dtype, mode, weight
     rng = np.random.default_rng(seed)
     d = [1, 40, 64, 100][seed % 4]
     # 200 rows for 700 bags: many repeats per row (long groups, unrolled path)
-    table, ids, offsets, weights, grad_out = problem(seed, 200, d, random_sizes(rng, 700), dtype, weighted)
+    table, ids, offsets, weights, grad_out = bag_problem(seed, 200, d, random_bag_sizes(rng, 700), dtype, weighted)
     runs = [host(_cuda_backward(grad_out, ids, offsets, 200, weights, mode, False)).tobytes() for _ in range(2)]
     assert runs[0] == runs[1]  # deterministic
     assert runs[0] == ops.embedding_bag_backward(grad_out, ids, offsets, 200, weights, mode).tobytes()
@@ -257,7 +251,7 @@ def test_cuda_backward_hot_row_huge_table_and_empty():
 @gpu
 def test_cuda_side_stream_and_device_kinds():
     rng = np.random.default_rng(2)
-    table, ids, offsets, weights, grad_out = problem(2, 500, 32, random_sizes(rng, 100), np.float32, True)
+    table, ids, offsets, weights, grad_out = bag_problem(2, 500, 32, random_bag_sizes(rng, 100), np.float32, True)
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
         out = ops.embedding_bag(on_gpu(table), on_gpu(ids), on_gpu(offsets), on_gpu(weights))
@@ -532,7 +526,7 @@ def fake_cuda(monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-{len(s[2])}bags")
 def test_python_cuda_branch_emulated(fake_cuda, dtype, mode, weighted, shape):
     num_rows, d, sizes = shape
-    table, ids, offsets, weights, grad_out = problem(num_rows * 3 + d, num_rows, d, sizes, dtype, weighted)
+    table, ids, offsets, weights, grad_out = bag_problem(num_rows * 3 + d, num_rows, d, sizes, dtype, weighted)
     T = torch.from_numpy
     tw = None if weights is None else T(weights)
     out = ops.embedding_bag(T(table), T(ids), T(offsets), tw, mode, device="cuda")

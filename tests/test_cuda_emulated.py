@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 
 from metarec_fast import _core, ops
-from test_embedding import SHAPES, make_bags
+from test_embedding import SHAPES, bag_problem, random_bag_sizes
 
 pytestmark = pytest.mark.slow
 
@@ -162,20 +162,6 @@ def emb(builds):
     return lib
 
 
-def emb_problem(seed, num_rows, d, sizes, dtype, weighted):
-    rng = np.random.default_rng(seed)
-    table = rng.standard_normal((num_rows, d)).astype(dtype)
-    ids, offsets = make_bags(rng, num_rows, sizes)
-    weights = rng.standard_normal(len(ids)).astype(dtype) if weighted else None
-    grad_out = rng.standard_normal((len(sizes), d)).astype(dtype)
-    return table, ids, offsets, weights, grad_out
-
-
-def random_sizes(rng, n_bags, max_size=30):
-    sizes = rng.integers(0, max_size, n_bags)
-    sizes[rng.random(n_bags) < 0.1] = 0  # some empty bags
-    return sizes
-
 
 def _misaligned(a):
     """A copy of ``a`` whose data starts one element past an allocation (breaks 16-byte alignment)."""
@@ -236,7 +222,7 @@ EMB_SHAPES = SHAPES + [(500, 2, [3, 9, 1, 0, 4] * 6), (64, 66, [5, 0, 8, 2]), (2
 def test_embedding_kernels_equal_cpu_bitwise(emb, dtype, mode, weighted):
     for shape in EMB_SHAPES:
         num_rows, d, sizes = shape
-        table, ids, offsets, weights, grad_out = emb_problem(num_rows * 7 + d, num_rows, d, sizes, dtype, weighted)
+        table, ids, offsets, weights, grad_out = bag_problem(num_rows * 7 + d, num_rows, d, sizes, dtype, weighted)
         cpu_fwd = ops.embedding_bag(table, ids, offsets, weights, mode)
         cpu_dense = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode)
         cpu_rows, cpu_values = ops.embedding_bag_backward(grad_out, ids, offsets, num_rows, weights, mode,
@@ -264,7 +250,7 @@ def test_embedding_kernels_random_and_hot_rows(emb, seed):
     for dtype in DTYPES:
         for mode, weighted in MODES:
             d = [1, 3, 64, 100][rng.integers(0, 4)]
-            table, ids, offsets, weights, grad_out = emb_problem(seed, 50, d, random_sizes(rng, 120), dtype,
+            table, ids, offsets, weights, grad_out = bag_problem(seed, 50, d, random_bag_sizes(rng, 120), dtype,
                                                                  weighted)
             assert emu_forward(emb, table, ids, offsets, weights, mode).tobytes() == \
                 ops.embedding_bag(table, ids, offsets, weights, mode).tobytes()

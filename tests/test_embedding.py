@@ -29,6 +29,23 @@ def make_bags(rng, num_rows, sizes):
     return ids.astype(np.int64), offsets
 
 
+def bag_problem(seed, num_rows, d, sizes, dtype, weighted):
+    """A random table, bags of the given sizes, optional weights and an output gradient."""
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((num_rows, d)).astype(dtype)
+    ids, offsets = make_bags(rng, num_rows, sizes)
+    weights = rng.standard_normal(len(ids)).astype(dtype) if weighted else None
+    grad_out = rng.standard_normal((len(sizes), d)).astype(dtype)
+    return table, ids, offsets, weights, grad_out
+
+
+def random_bag_sizes(rng, n_bags, max_size=30):
+    """Bag sizes in [0, max_size), about a tenth of them empty."""
+    sizes = rng.integers(0, max_size, n_bags)
+    sizes[rng.random(n_bags) < 0.1] = 0
+    return sizes
+
+
 def bag_bounds(offsets, n_ids):
     ends = np.append(offsets[1:], n_ids) if len(offsets) else offsets
     return list(zip(offsets.tolist(), ends.tolist()))

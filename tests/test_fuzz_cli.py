@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 pytest.importorskip("torch")
@@ -60,7 +61,8 @@ VALUE = st.one_of(
 
 def call(argv):
     """main(argv) -> (exit code, stdout, stderr), with SystemExit from argparse turned into its code."""
-    assume(not any(a == "-v" or a.startswith("--verb") for a in argv))  # --verbose: tracebacks on purpose
+    if currently_in_test_context():  # plain regression tests call this too
+        assume(not any(a == "-v" or a.startswith("--verb") for a in argv))  # --verbose: tracebacks on purpose
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -71,7 +73,8 @@ def call(argv):
 
 
 def check(argv, code, stdout, stderr):
-    event(f"exit {code}" + (f": {stderr[:100]}" if code == 2 else ""))  # pytest --hypothesis-show-statistics shows how many runs got through
+    if currently_in_test_context():
+        event(f"exit {code}" + (f": {stderr[:100]}" if code == 2 else ""))  # pytest --hypothesis-show-statistics shows how many runs got through
     assert code in (0, 2), f"exit {code} for {argv!r}: {stderr[-2000:]}"
     assert "Traceback" not in stderr, f"{argv!r}: {stderr[-2000:]}"
     if code == 2:

@@ -522,6 +522,22 @@ def test_values_beyond_the_stored_types_are_rejected():
         Interactions.from_arrays([1e19], [0])
 
 
+def test_float_timestamps_and_features_beyond_range_are_rejected(folder):
+    """Found in CI's warnings: 'inf' parsed as a float timestamp was cast to int64
+    garbage, and a numeric feature beyond float32 became inf, both silently."""
+    path = folder / "inf-ts.csv"
+    path.write_text("user,item,rating,timestamp\n1,2,3.0,100.5\n1,3,4.0,inf\n")
+    with pytest.raises(ValueError, match=r"inf-ts.csv, line 3: .*timestamp inf is not a valid epoch time"):
+        load_table(path)
+    path.write_text("user,item,rating,timestamp\n1,2,3.0,100.5\n1,3,4.0,1e300\n")
+    with pytest.raises(ValueError, match=r"line 3: .*timestamp 1e\+300 is not a valid epoch time"):
+        load_table(path)
+    with pytest.raises(ValueError, match=r"numeric feature 'age': value 1e\+39 at row 1 is beyond float32"):
+        Features.from_columns({"age": np.array([1.0, 1e39])}, numeric=["age"])
+    ages = Features.from_columns({"age": np.array(["3", "x"], dtype=object)}, numeric=["age"]).numeric["age"]
+    assert ages[0] == 3 and np.isnan(ages[1])
+
+
 def test_bom_before_a_blank_first_line(folder):
     """Found by the long fuzzing run: the line numbers in messages counted a BOM-only line."""
     path = folder / "bom" / "u.data"

@@ -244,7 +244,7 @@ class Features:
             mult[name] = (offsets_from_lengths(lens), c.astype(np.int32))
             vocab[name] = np.asarray(uniques.tolist(), dtype=object)
         for name in numeric:
-            num[name] = _to_float(cols[name])
+            num[name] = _to_float(cols[name], name)
         for name in raw:
             rawd[name] = cols[name].astype(object)
         ids = cols[id_column] if id_column is not None else None
@@ -287,15 +287,26 @@ def _missing(col: np.ndarray) -> np.ndarray:
                        bool, len(col))
 
 
-def _to_float(col: np.ndarray) -> np.ndarray:
-    """float32 values; missing or non-numeric entries -> NaN."""
+def _to_float(col: np.ndarray, name: str) -> np.ndarray:
+    """float32 values; missing or non-numeric entries -> NaN. A finite value
+    beyond float32's range raises ValueError (it would silently become inf)."""
     if col.dtype.kind in "fiub":
-        return col.astype(np.float32)
+        wide = col.astype(np.float64)
+    else:
 
-    def conv(v: Any) -> float:
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return float("nan")
+        def conv(v: Any) -> float:
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return float("nan")
 
-    return np.array([conv(v) for v in col.tolist()], dtype=np.float32)
+        wide = np.array([conv(v) for v in col.tolist()], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        out = wide.astype(np.float32)
+    overflow = np.isinf(out) & np.isfinite(wide)
+    if overflow.any():
+        row = int(np.flatnonzero(overflow)[0])
+        raise ValueError(
+            f"numeric feature {name!r}: value {float(wide[row])!r} at row {row} is beyond float32's range"
+        )
+    return out

@@ -504,7 +504,16 @@ def _timestamps(c: Any, text: _Text, header_lines: int) -> np.ndarray:
             v = v.cast(pa.int64())
         if v.null_count:
             return v.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        return v.to_numpy(zero_copy_only=False).astype(np.int64)
+        seconds = v.to_numpy(zero_copy_only=False)
+        if target == pa.float64():
+            # "inf" or 1e30 parse as floats but are no epoch time: casting them
+            # to int64 would store garbage silently.
+            bad = ~np.isfinite(seconds) | (np.abs(seconds) >= 2.0**63)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                line = text.line_of_row(row, header_lines)
+                raise text.error(line, f"timestamp {float(seconds[row])!r} is not a valid epoch time in seconds")
+        return seconds.astype(np.int64)
     values = c.to_pylist()
     for row, value in enumerate(values):
         try:
