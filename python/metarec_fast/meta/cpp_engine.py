@@ -58,10 +58,15 @@ class _LinearHeadFunction(torch.autograd.Function):
         ctx.meta = (second_order, num_threads, p0.shape, b0.shape, alpha_p.shape)
         traj = torch.from_numpy(trajectory)
         ctx.mark_non_differentiable(traj)
+        # The trajectory never receives a gradient: without this, autograd
+        # zero-fills a [B, T + 1, d + 1] tensor for it on every backward call.
+        ctx.set_materialize_grads(False)
         return torch.from_numpy(pred), traj
 
     @staticmethod
-    def backward(ctx: Any, grad_pred: torch.Tensor, _grad_traj: Any):  # type: ignore[override]
+    def backward(ctx: Any, grad_pred: Any, _grad_traj: Any):  # type: ignore[override]
+        if grad_pred is None:  # only the trajectory was used: nothing flows back
+            return (None,) * 12
         second_order, num_threads, p_shape, b_shape, a_shape = ctx.meta
         alpha_grad = bool(ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
         g = _core.linear_head_backward(
@@ -69,12 +74,11 @@ class _LinearHeadFunction(torch.autograd.Function):
             alpha_grad=alpha_grad, num_threads=num_threads,
         )
         dtype = grad_pred.dtype
-        alpha_b = torch.tensor(g["alpha_b"], dtype=dtype)
         return (
             torch.from_numpy(g["p0"]).reshape(p_shape),
             torch.from_numpy(g["b0"]).reshape(b_shape),
             torch.from_numpy(g["alpha_p"]).reshape(a_shape) if ctx.needs_input_grad[2] else None,
-            alpha_b if ctx.needs_input_grad[3] else None,
+            torch.tensor(g["alpha_b"], dtype=dtype) if ctx.needs_input_grad[3] else None,
             torch.from_numpy(g["H"]),
             torch.from_numpy(g["c"]),
             None, None, None, None, None, None,
