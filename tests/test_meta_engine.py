@@ -348,3 +348,31 @@ def test_melu_from_dataset_features_trains_and_scores():
     assert trainer.best_val < before
     scores = MetaScorer(trainer).score(test.subset([0, 1, 2]))
     assert scores.shape == (3, data.n_items) and np.isfinite(scores).all()
+
+
+def test_cpp_engine_per_batch_caches_are_exact():
+    """The C++ engine caches the CSR arrays and query counts on the batch: a
+    repeated meta-gradient on one batch, a batch built afresh and the other
+    dtype all give the same results as a first call."""
+    from metarec_fast.meta.cpp_engine import batch_to_csr
+
+    support, query = make_tasks(3, n_tasks=6, empty_query=True)
+
+    def meta_grads(batch, dtype):
+        model = MetaMF(30, dim=4, random_state=0, global_bias=3.0).to(dtype)
+        learner = MetaLearner(model, "metasgd", inner_steps=2, inner_lr=0.1, engine="cpp")
+        loss = learner(batch)
+        return [loss.detach()] + list(torch.autograd.grad(loss, [p for p in learner.parameters()
+                                                                 if p.requires_grad], allow_unused=True))
+
+    batch = TaskBatch.from_lists(support, query, dtype=D)
+    first = meta_grads(batch, D)
+    assert batch_to_csr(batch, D) is batch_to_csr(batch, D)
+    for again in (meta_grads(batch, D), meta_grads(TaskBatch.from_lists(support, query, dtype=D), D)):
+        for a, b in zip(first, again):
+            assert (a is None and b is None) or torch.equal(a, b)
+    f32 = meta_grads(batch, torch.float32)  # the other dtype rebuilds its arrays
+    assert batch_to_csr(batch, torch.float32)[0]["q_targets"].dtype == np.float32
+    fresh32 = meta_grads(TaskBatch.from_lists(support, query, dtype=D), torch.float32)
+    for a, b in zip(f32, fresh32):
+        assert (a is None and b is None) or torch.equal(a, b)

@@ -183,8 +183,16 @@ class MetaLearner(nn.Module):
         per_entry = pointwise_loss(self.model.loss, pred, target)
         b = batch.n_tasks
         sums = torch.zeros(b, dtype=pred.dtype, device=pred.device).index_add(0, rows, per_entry)
-        counts = torch.bincount(rows, minlength=b).to(pred.dtype)
-        return sums / counts.clamp_min(1.0), (counts > 0).to(pred.dtype)
+        # Query-set sizes depend on the batch only: counted once per batch,
+        # dtype and device (cached on the batch, which is not modified in place).
+        key = (pred.dtype, str(pred.device))
+        cached = batch.__dict__.get("_query_counts")
+        if cached is None or cached[0] != key:
+            counts = torch.bincount(rows, minlength=b).to(pred.dtype)
+            cached = (key, (counts.clamp_min(1.0), (counts > 0).to(pred.dtype)))
+            batch.__dict__["_query_counts"] = cached
+        divisor, has_query = cached[1]
+        return sums / divisor, has_query
 
     def meta_backward(self, batch: TaskBatch) -> float:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; return the meta-loss."""

@@ -210,7 +210,21 @@ def batch_to_device_csr(batch: TaskBatch, dtype: torch.dtype,
 
 
 def batch_to_csr(batch: TaskBatch, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-    """Padded task batch -> CSR arrays for the kernel, plus each query entry's task index."""
+    """Padded task batch -> CSR arrays for the kernel, plus each query entry's task index.
+
+    Built once per batch and dtype (cached on the batch, like
+    :func:`batch_to_device_csr`; a TaskBatch is not modified in place), so
+    repeated meta-gradients on one batch skip the conversion. The arrays are
+    read-only to their users."""
+    cached = batch.__dict__.get("_cpu_csr")
+    if cached is not None and cached[0] == dtype:
+        return cached[1]
+    result = _batch_to_csr(batch, dtype)
+    batch.__dict__["_cpu_csr"] = (dtype, result)
+    return result
+
+
+def _batch_to_csr(batch: TaskBatch, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     if batch.csr is not None:  # built from a TaskSet: no un-padding needed
         out = dict(batch.csr)
