@@ -59,29 +59,7 @@ __device__ __forceinline__ T warp_sum(T x) {
     return x;
 }
 
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-
-template <class T>
-__device__ __forceinline__ T sigmoid(T x) {
-    if (x >= T(0)) return T(1) / (T(1) + exp_(-x));
-    const T e = exp_(x);
-    return e / (T(1) + e);
-}
-
-// First and second derivative of the pointwise loss w.r.t. the prediction
-// (the CPU kernel's loss_derivatives).
-template <class T>
-__device__ __forceinline__ void loss_derivatives(AdaptLoss loss, T f, T y, T& d1, T& d2) {
-    if (loss == AdaptLoss::mse) {
-        d1 = T(2) * (f - y);
-        d2 = T(2);
-    } else {
-        const T s = sigmoid(f);
-        d1 = s - y;
-        d2 = s * (T(1) - s);
-    }
-}
+#include "metarec/adapt_loss.h"
 
 // A d-vector of one user, seen from one lane: slot r holds element
 // k = lane + 32 r (only meaningful for k < d). R > 0: registers, R == 0: a

@@ -10,28 +10,7 @@
 
 #define METAREC_ADAPT_INLINE inline __attribute__((always_inline))
 
-inline float exp_(float x) { return __builtin_expf(x); }
-inline double exp_(double x) { return __builtin_exp(x); }
-
-template <class T>
-inline T sigmoid(T x) {
-    if (x >= 0) return T(1) / (T(1) + exp_(-x));
-    const T e = exp_(x);
-    return e / (T(1) + e);
-}
-
-// First and second derivative of the pointwise loss with respect to the prediction.
-template <class T>
-inline void loss_derivatives(::metarec::AdaptLoss loss, T f, T y, T& d1, T& d2) {
-    if (loss == ::metarec::AdaptLoss::mse) {
-        d1 = T(2) * (f - y);
-        d2 = T(2);
-    } else {
-        const T s = sigmoid(f);
-        d1 = s - y;
-        d2 = s * (T(1) - s);
-    }
-}
+#include "metarec/adapt_loss.h"
 
 // Dot products keep four vectors of partial sums (GCC/Clang vector
 // extensions, METAREC_ADAPT_VBYTES wide: 16 for the baseline, 32 for AVX2,
