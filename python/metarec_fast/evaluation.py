@@ -12,7 +12,15 @@ scores for the whole catalogue. From those scores:
   data); precision, recall, recall_capped, ndcg, hr, map, mrr @k. Users without
   a relevant item are skipped and counted. With ``candidates="cold"`` only the
   test set's cold items (``TaskSet.cold_items``, the item-cold scenarios) are
-  ranked, the usual protocol for new items.
+  ranked, the usual protocol for new items (among the whole catalogue, items
+  without history sit behind everything that has some, whatever the model);
+  ``"auto"`` (the default) does so whenever the task set has cold items.
+
+Ties: items with equal scores are ordered by a seeded random permutation of
+the item ids (``tie_seed``), never by id, and query items with equal
+predictions by a seeded shuffle, never by their time order: a model that says
+nothing about some items (popularity's equal counts, an unseen item's zero
+score) cannot win on the catalogue's numbering or the log's order.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 PROTOCOLS = ("rating", "query_ranking", "full_ranking")
-CANDIDATES = ("all", "cold")
+CANDIDATES = ("auto", "all", "cold")
 
 
 @runtime_checkable
@@ -123,15 +131,13 @@ def relevant_items(tasks: Any, threshold: float | None) -> tuple[np.ndarray, np.
     return indptr, np.asarray(q.items[keep], dtype=np.int64)
 
 
-def _rank(scores: np.ndarray, tasks: Any, k: int, cand: np.ndarray | None, num_threads: Any,
+def _rank(scores: np.ndarray, tasks: Any, k: int, cand: np.ndarray, num_threads: Any,
           topk: Any) -> np.ndarray:
-    """Top-``k`` item ids per task with its support items excluded, over the whole
-    catalogue or only the candidate items ``cand``."""
+    """Top-``k`` item ids per task with its support items excluded, among the
+    candidate items ``cand``; equal scores go to the earlier position in ``cand``
+    (the top-k kernel's rule), so a shuffled ``cand`` breaks ties at random."""
     indptr = np.asarray(tasks.support.indptr, np.int64)
     items = np.asarray(tasks.support.items, np.int64)
-    if cand is None:
-        ids, _ = topk(np.ascontiguousarray(scores), k, exclude=(indptr, items), num_threads=num_threads)
-        return ids
     # Rank within the candidate columns; support items map to candidate positions.
     position = np.full(scores.shape[1], -1, dtype=np.int64)
     position[cand] = np.arange(cand.size)
@@ -149,6 +155,12 @@ def _query_predictions(scores: np.ndarray, tasks: Any) -> np.ndarray:
     return scores[rows, tasks.query.items]
 
 
+def _shuffle_within_rows(indptr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of CSR entries that shuffles each row's entries and keeps rows in place."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    return np.lexsort((rng.random(rows.size), rows))
+
+
 def evaluate(
     models: Scorer | Iterable[Scorer],
     test_tasks: Any,
@@ -158,7 +170,8 @@ def evaluate(
     batch_size: int = 1024,
     num_threads: int | None = None,
     show_progress: bool = False,
-    candidates: str = "all",
+    candidates: str = "auto",
+    tie_seed: int = 0,
 ) -> Report:
     """Evaluate every model on ``test_tasks`` with the given protocols.
 
@@ -170,7 +183,11 @@ def evaluate(
         threshold: explicit ratings >= threshold are relevant for full ranking.
         batch_size: tasks scored at once (bounds the ``[batch, n_items]`` score block).
         candidates: ``"all"`` ranks the whole catalogue; ``"cold"`` only the task
-            set's ``cold_items`` (ValueError when it has none).
+            set's ``cold_items`` (ValueError when it has none); ``"auto"``: ``"cold"``
+            when the task set has cold items (item-cold scenarios), else ``"all"``.
+            The report's config names the set used and its size.
+        tie_seed: seeds the random order that breaks ties between equal scores
+            (candidate items and query items alike; the same for every model).
     """
     from . import metrics
     from .ops import topk
@@ -185,11 +202,15 @@ def evaluate(
         raise ValueError("test_tasks is empty")
     if candidates not in CANDIDATES:
         raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
-    cand = None
+    cand = np.arange(test_tasks.n_items, dtype=np.int64)
+    if candidates == "auto":
+        candidates = "cold" if len(getattr(test_tasks, "cold_items", ())) else "all"
     if candidates == "cold":
         cand = np.unique(np.asarray(getattr(test_tasks, "cold_items", ()), dtype=np.int64))
         if cand.size == 0:
             raise ValueError("candidates='cold' needs a task set with cold items (an item-cold split)")
+    tie_rng = np.random.default_rng(tie_seed)
+    cand = tie_rng.permutation(cand)
     if isinstance(models, Scorer):
         models = [models]
     models = list(models)
@@ -211,8 +232,10 @@ def evaluate(
                     f"{model.name}.score returned shape {scores.shape}, expected "
                     f"({len(tasks)}, {test_tasks.n_items})"
                 )
-            pred = _query_predictions(scores, tasks)
-            true = tasks.query.ratings.astype(np.float64)
+            # Shuffled within each task, so that equal predictions are not ordered by time.
+            order = _shuffle_within_rows(tasks.query.indptr, np.random.default_rng([tie_seed, start]))
+            pred = _query_predictions(scores, tasks)[order]
+            true = tasks.query.ratings.astype(np.float64)[order]
             if "rating" in protocols and model.predicts_ratings and pred.size:
                 abs_err += float(np.abs(pred - true).sum())
                 sq_err += float(((pred - true) ** 2).sum())
@@ -248,5 +271,6 @@ def evaluate(
             counts["query_ranking_skipped"] = int(np.isnan(q).sum())
         results.append({"model": model.name, "metrics": out, "counts": counts})
     config = {"protocols": list(protocols), "ks": list(ks), "threshold": threshold, "candidates": candidates,
+              "n_candidates": int(cand.size), "ties": f"seeded random order (tie_seed={tie_seed})",
               "n_test_tasks": len(test_tasks), "implicit": bool(getattr(test_tasks, "implicit", False))}
     return Report(results, config)

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,13 @@ logger = logging.getLogger("metarec_fast")
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease")
+#: Metrics where lower is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = ("mae", "rmse")
+#: The metrics every results table compares against the best baseline.
+HEADLINE_METRICS = ("mae", "rmse", "query_ndcg@3", "ndcg@10", "recall@10")
+#: ``MetaConfig.loss``: "softmax" and "bpr" adapt with the logistic loss and
+#: rank the query set against sampled negatives in the meta-objective.
+LOSSES = ("auto", "mse", "logistic", "softmax", "bpr")
 SCENARIOS = {"user-cold": "user", "item-cold": "item", "both-cold": "both", "warm": "warm",
              "user": "user", "item": "item", "both": "both"}
 
@@ -61,6 +68,9 @@ class MetaConfig:
     negatives: int = 0
     support_negatives: int = 0
     user_features: bool = False
+    support_encoder: bool = False
+    support_sizes: tuple[int, ...] | None = None
+    positive_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,6 +100,10 @@ class ExperimentReport:
 
     def table(self, metrics: Sequence[str] | None = None) -> str:
         return format_table(self.results, metrics)
+
+    def comparison(self, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
+        """Paired per-seed comparison with the best baseline (:func:`comparison_table`)."""
+        return comparison_table(self.results, metrics)
 
     def __str__(self) -> str:
         return self.table()
@@ -192,6 +206,7 @@ def run(
         if on_seed is not None:
             on_seed(seed, split, scorers)
     results = aggregate_seeds(per_seed, seconds)
+    compare_to_baselines(results, per_seed, [r["model"] for r in results if r["algorithm"] is None])
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
               "meta_variants": [{"name": n, "algorithm": a, "meta": c.to_dict()} for n, a, c in meta_variants],
@@ -207,8 +222,11 @@ def _check_meta(meta: MetaConfig) -> None:
         raise ValueError("model 'melu' embeds its own features: use init='random', user_features=False")
     if meta.init not in ("random", "pretrained"):
         raise ValueError(f"MetaConfig.init must be 'random' or 'pretrained', got {meta.init!r}")
-    if meta.loss not in ("auto", "mse", "logistic"):
-        raise ValueError(f"MetaConfig.loss must be 'auto', 'mse' or 'logistic', got {meta.loss!r}")
+    if meta.loss not in LOSSES:
+        raise ValueError(f"MetaConfig.loss must be one of {LOSSES}, got {meta.loss!r}")
+    if meta.loss in ("softmax", "bpr") and not meta.negatives:
+        raise ValueError(f"MetaConfig.loss={meta.loss!r} ranks each task's query items against sampled "
+                         "negatives: set negatives > 0")
 
 
 def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, show_progress: bool,
@@ -222,6 +240,9 @@ def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, sho
     _check_meta(meta)
     cache = {} if cache is None else cache
     loss = meta.loss if meta.loss != "auto" else ("logistic" if split.train.implicit else "mse")
+    objective = loss if loss in ("softmax", "bpr") else "pointwise"
+    loss = "logistic" if objective != "pointwise" else loss
+    extra = dict(support_encoder=meta.support_encoder, query_objective=objective)
     mean = float(np.mean(split.train.query.ratings)) if len(split.train) else 0.0
     uf = None
     if meta.user_features:
@@ -242,16 +263,18 @@ def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, sho
             from .baselines import PretrainFinetune
 
             cache[key] = PretrainFinetune(dim=meta.dim, random_state=seed).fit(split.train, split.val)
-        model = MetaMF.from_pretrained(cache[key], loss=loss, user_feature_dim=feature_dim, random_state=seed)
+        model = MetaMF.from_pretrained(cache[key], loss=loss, user_feature_dim=feature_dim, random_state=seed,
+                                       **extra)
     else:
         model = MetaMF(split.train.n_items, dim=meta.dim, random_state=seed, loss=loss,
-                       user_feature_dim=feature_dim, global_bias=0.0 if loss == "logistic" else mean)
+                       user_feature_dim=feature_dim, global_bias=0.0 if loss == "logistic" else mean, **extra)
     trainer = (trainer_class or MetaTrainer)(model, name, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr, l2=meta.l2,
                           outer_lr=meta.outer_lr, meta_batch_size=meta.meta_batch_size,
                           engine=meta.engine, random_state=seed, user_features=uf,
                           weight_decay=meta.weight_decay, body_lr=meta.body_lr,
                           negatives=meta.negatives, support_negatives=meta.support_negatives,
-                          task_weighting=meta.task_weighting)
+                          task_weighting=meta.task_weighting, support_sizes=meta.support_sizes,
+                          positive_threshold=meta.positive_threshold)
     trainer.fit(split.train, split.val, epochs=meta.epochs, patience=meta.patience,
                 show_progress=show_progress)
     prefix = "metamf" if meta.model == "mf" else meta.model
@@ -298,3 +321,72 @@ def aggregate_seeds(per_seed: list[dict[str, Any]], seconds: dict[str, list[floa
         out.append({"model": name, "algorithm": algorithm, "metrics": mean, "std": std,
                     "train_seconds": float(np.mean(seconds.get(name, [math.nan])))})
     return out
+
+
+
+def compare_to_baselines(results: list[dict[str, Any]], per_seed: list[dict[str, Any]],
+                         baselines: Sequence[str], metrics: Sequence[str] = HEADLINE_METRICS) -> None:
+    """Add ``results[i]["vs_best_baseline"][metric]`` in place: the per-seed paired
+    difference of each model to the best baseline on that metric (best by mean
+    over seeds), how many seeds the model wins, and paired tests (t-test and
+    Wilcoxon signed-rank, two-sided; NaN with fewer than 2 seeds or no spread).
+
+    ``diffs`` are signed so that positive means "the model is better" (for MAE
+    and RMSE the baseline's value minus the model's)."""
+    from scipy import stats
+
+    def values(model: str, metric: str) -> np.ndarray:
+        out = []
+        for run_ in per_seed:
+            row = next((r for r in run_["results"] if r["model"] == model), None)
+            out.append(math.nan if row is None else float(row["metrics"].get(metric, math.nan)))
+        return np.asarray(out)
+
+    for metric in metrics:
+        lower = metric in LOWER_IS_BETTER
+        candidates = [(float(np.nanmean(v)), b) for b in baselines
+                      if (v := values(b, metric)).size and not np.isnan(v).all()]
+        if not candidates:
+            continue
+        best = (min if lower else max)(candidates)[1]
+        ref = values(best, metric)
+        for r in results:
+            mine = values(r["model"], metric)
+            if np.isnan(mine).all():
+                continue
+            diffs = (ref - mine) if lower else (mine - ref)
+            ok = ~np.isnan(diffs)
+            d = diffs[ok]
+            p_t = p_w = math.nan
+            if d.size >= 2 and np.ptp(d) > 0:
+                p_t = float(stats.ttest_rel(mine[ok], ref[ok]).pvalue)
+                p_w = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else math.nan
+            r.setdefault("vs_best_baseline", {})[metric] = {
+                "baseline": best, "diffs": [float(x) for x in diffs], "mean_diff": float(d.mean()) if d.size else math.nan,
+                "wins": int((d > 0).sum()), "seeds": int(d.size), "p_ttest": p_t, "p_wilcoxon": p_w}
+
+
+def comparison_table(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] = HEADLINE_METRICS) -> str:
+    """Text table: per model and metric, the mean paired difference to the best
+    baseline (positive = better), the seeds won and the paired t-test p-value;
+    ``*`` marks a model that wins on every seed."""
+    cols = [m for m in metrics if any(m in r.get("vs_best_baseline", {}) for r in results)]
+    if not cols:
+        return "(no baseline to compare with)"
+    name_w = max(len("model"), *(len(r["model"]) for r in results))
+    lines = [f"{'model':<{name_w}}  " + "  ".join(f"{c:>26}" for c in cols)]
+    for r in results:
+        cells = []
+        for c in cols:
+            v = r.get("vs_best_baseline", {}).get(c)
+            if v is None:
+                cells.append(f"{'n/a':>26}")
+                continue
+            star = "*" if v["seeds"] and v["wins"] == v["seeds"] else " "
+            p = "" if math.isnan(v["p_ttest"]) else f" p={v['p_ttest']:.3f}"
+            cells.append(f"{v['mean_diff']:+.4f} {v['wins']}/{v['seeds']}{star}{p}".rjust(26))
+        lines.append(f"{r['model']:<{name_w}}  " + "  ".join(cells))
+    best = {c: next((r["vs_best_baseline"][c]["baseline"] for r in results if c in r.get("vs_best_baseline", {})), "")
+            for c in cols}
+    lines.append("best baseline per metric: " + ", ".join(f"{c}: {b}" for c, b in best.items()))
+    return "\n".join(lines)

@@ -102,6 +102,11 @@ class Recommender:
         init_weight, init_bias: optional user-feature conditioning
             ``theta_0(x) = (p0, b0) + x @ init_weight.T + init_bias``
             (``init_weight [d + 1, F]``).
+        encoder_table, encoder_weight, encoder_bias: optional amortised start
+            (a :class:`~metarec_fast.models.MetaMF` with ``support_encoder=True``):
+            ``theta_0(S) += f(S) @ encoder_weight.T + encoder_bias`` where ``f(S)``
+            pools the support items' rows of ``encoder_table [n_items, e]``
+            (:func:`support_features`).
         config: free-form metadata kept in saved bundles.
     """
 
@@ -118,6 +123,9 @@ class Recommender:
         loss: str = "mse",
         init_weight: Any = None,
         init_bias: Any = None,
+        encoder_table: Any = None,
+        encoder_weight: Any = None,
+        encoder_bias: Any = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         self.item_vectors = as_float_array(item_vectors, "item_vectors", 2)
@@ -143,7 +151,27 @@ class Recommender:
         self.init_bias = None if init_bias is None else as_float_array(init_bias, "init_bias", 1, dtype=dtype)
         if self.init_weight is not None and self.init_weight.shape[0] != self.dim + 1:
             raise ValueError(f"init_weight must be [{self.dim + 1}, F], got {self.init_weight.shape}")
+        self._set_encoder(encoder_table, encoder_weight, encoder_bias)
         self.config = dict(config or {})
+
+    def _set_encoder(self, table: Any, weight: Any, bias: Any) -> None:
+        given = [x is not None for x in (table, weight, bias)]
+        if any(given) and not all(given):
+            raise ValueError("encoder_table, encoder_weight and encoder_bias go together")
+        self.encoder_table = self.encoder_weight = self.encoder_bias = None
+        if not all(given):
+            return
+        dtype = self.item_vectors.dtype
+        self.encoder_table = as_float_array(table, "encoder_table", 2, dtype=dtype)
+        self.encoder_weight = as_float_array(weight, "encoder_weight", 2, dtype=dtype)
+        self.encoder_bias = as_float_array(bias, "encoder_bias", 1, dtype=dtype)
+        e = self.encoder_table.shape[1]
+        want = support_feature_dim(e, self.loss)
+        if self.encoder_table.shape[0] != self.n_items:
+            raise ValueError(f"encoder_table must have {self.n_items} rows, got {self.encoder_table.shape[0]}")
+        if self.encoder_weight.shape != (self.dim + 1, want) or self.encoder_bias.shape != (self.dim + 1,):
+            raise ValueError(f"encoder_weight/encoder_bias must be [{self.dim + 1}, {want}] and "
+                             f"[{self.dim + 1}], got {self.encoder_weight.shape} and {self.encoder_bias.shape}")
 
     # -- construction -----------------------------------------------------
     @classmethod
@@ -166,12 +194,19 @@ class Recommender:
         init_net = getattr(model, "init_net", None)
         if init_net is not None:
             kw["init_weight"], kw["init_bias"] = arr(init_net.weight), arr(init_net.bias)
+        encoder = getattr(model, "encoder", None)
+        if encoder is not None:
+            kw["encoder_table"] = arr(model.encoder_table)
+            kw["encoder_weight"], kw["encoder_bias"] = arr(encoder.weight), arr(encoder.bias)
         return cls(arr(H), arr(c), arr(model.head_p), float(model.head_b.detach()), loss=model.loss,
                    config={"model": type(model).__name__, **config}, **kw)
 
     # -- adaptation -------------------------------------------------------
-    def initial_state(self, n_users: int, user_features: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """``theta_0`` for ``n_users`` new users (conditioned on features if the model is)."""
+    def initial_state(self, n_users: int, user_features: Any = None,
+                      support: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``theta_0`` for ``n_users`` new users: conditioned on their features and,
+        for a model with a support encoder, computed from their support sets
+        (``support``: ``(indptr, items, targets)``, required then)."""
         p = np.broadcast_to(self.p0, (n_users, self.dim)).copy()
         b = np.full(n_users, self.b0, dtype=self.p0.dtype)
         if self.init_weight is not None:
@@ -181,6 +216,13 @@ class Recommender:
             if x.shape != (n_users, self.init_weight.shape[1]):
                 raise ValueError(f"user_features must be [{n_users}, {self.init_weight.shape[1]}], got {x.shape}")
             shift = x @ self.init_weight.T + self.init_bias
+            p += shift[:, : self.dim]
+            b += shift[:, self.dim]
+        if self.encoder_table is not None:
+            if support is None:
+                raise ValueError("this model computes theta_0 from the support set; pass support")
+            shift = support_features(self.encoder_table, self.item_offsets, *support, self.loss)
+            shift = shift @ self.encoder_weight.T + self.encoder_bias
             p += shift[:, : self.dim]
             b += shift[:, self.dim]
         return p, b
@@ -204,7 +246,7 @@ class Recommender:
         n_users = indptr.shape[0] - 1
         items = as_index_array(items, "support items", self.n_items)
         if state is None:
-            p0, b0 = self.initial_state(n_users, user_features)
+            p0, b0 = self.initial_state(n_users, user_features, support=(indptr, items, ratings))
             seen_indptr, seen_items = indptr, items
         else:
             if len(state) != n_users:
@@ -266,6 +308,10 @@ class Recommender:
         if self.init_weight is not None:
             arrays["init_weight"] = self.init_weight
             arrays["init_bias"] = self.init_bias
+        if self.encoder_table is not None:
+            arrays["encoder_table"] = self.encoder_table
+            arrays["encoder_weight"] = self.encoder_weight
+            arrays["encoder_bias"] = self.encoder_bias
         return arrays
 
     def save(self, path: str | Path) -> Path:
@@ -315,8 +361,44 @@ class Recommender:
             arrays["item_vectors"], arrays["item_offsets"], arrays["p0"], header["b0"],
             alpha=arrays["alpha"], alpha_b=header["alpha_b"], steps=header["steps"], l2=header["l2"],
             loss=header["loss"], init_weight=arrays.get("init_weight"), init_bias=arrays.get("init_bias"),
-            config=header["config"],
+            encoder_table=arrays.get("encoder_table"), encoder_weight=arrays.get("encoder_weight"),
+            encoder_bias=arrays.get("encoder_bias"), config=header["config"],
         )
+
+
+#: Prior strength of the shrunk mean residual; equals ``models.mf.SUPPORT_SHRINK``
+#: (tests check it; serving cannot import the torch-based models module).
+SUPPORT_SHRINK = 5.0
+
+
+def support_feature_dim(dim: int, loss: str) -> int:
+    """Width of :func:`support_features` for an encoder table of ``dim`` columns."""
+    return dim if loss == "logistic" else 2 * dim + 1
+
+
+def support_features(table: np.ndarray, offsets: np.ndarray, indptr: np.ndarray, items: np.ndarray,
+                     targets: np.ndarray, loss: str) -> np.ndarray:
+    """numpy twin of :func:`metarec_fast.models.mf.support_features` on CSR support
+    sets, pooled with the embedding-bag kernel: ``[n_users, F]``."""
+    from .ops import embedding_bag
+
+    dtype = table.dtype
+    indptr = np.asarray(indptr, np.int64)
+    items = np.asarray(items, np.int64)
+    targets = np.asarray(targets, dtype)
+    offsets_ = indptr[:-1]
+    rows = np.repeat(np.arange(len(offsets_)), np.diff(indptr))
+    if loss == "logistic":
+        w = (targets > 0).astype(dtype)
+        n = np.bincount(rows, w, minlength=len(offsets_)).astype(dtype)
+        pooled = embedding_bag(table, items, offsets_, weights=w, mode="sum")
+        return pooled / np.maximum(n, 1.0)[:, None]
+    n = np.diff(indptr).astype(dtype)[:, None]
+    resid = targets - offsets[items]
+    mean_e = embedding_bag(table, items, offsets_, mode="sum") / np.maximum(n, 1.0)
+    mean_re = embedding_bag(table, items, offsets_, weights=resid, mode="sum") / np.maximum(n, 1.0)
+    shrunk = np.bincount(rows, resid, minlength=len(offsets_)).astype(dtype)[:, None] / (n + SUPPORT_SHRINK)
+    return np.concatenate([mean_e, mean_re, shrunk], 1)
 
 
 def _concat_rows(indptr_a: np.ndarray, items_a: np.ndarray, indptr_b: np.ndarray,

@@ -130,6 +130,49 @@ class TaskSet:
             report={**self.report, "subset_of": len(self)},
         )
 
+    def resplit(self, sizes: Any, random_state: Any = None) -> "TaskSet":
+        """The same tasks with the support/query boundary moved: each task's
+        interactions (support then query, in order) are cut again after ``K``
+        of them, ``K`` drawn per task from ``sizes`` (ints) and capped so that at
+        least one query interaction remains. Task augmentation for
+        meta-training: every epoch can see each training user with another
+        support size (:class:`~metarec_fast.meta.MetaTrainer` ``support_sizes``).
+        Vectorised; the task set is not modified."""
+        sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+        if sizes.size == 0 or (sizes < 1).any():
+            raise ValueError(f"sizes must be ints >= 1, got {sizes.tolist()}")
+        rng = _rng(random_state)
+        s, q = self.support, self.query
+        s_len, q_len = s.lengths, q.lengths
+        total = s_len + q_len
+        k = np.minimum(rng.choice(sizes, size=len(self)), np.maximum(total - 1, 0))
+        # Positions of each task's interactions in (support ++ query) order.
+        all_indptr = offsets_from_lengths(total)
+        pos = np.arange(int(all_indptr[-1]), dtype=np.int64) - np.repeat(all_indptr[:-1], total)
+        task = np.repeat(np.arange(len(self), dtype=np.int64), total)
+        from_support = pos < s_len[task]
+        src_s = np.repeat(s.indptr[:-1], total) + pos
+        src_q = np.repeat(q.indptr[:-1] - s_len, total) + pos
+
+        def pick(name: str) -> np.ndarray | None:
+            a, b = getattr(s, name), getattr(q, name)
+            if a is None or b is None:
+                return None
+            out = np.empty(pos.size, dtype=np.result_type(a.dtype, b.dtype))
+            out[from_support] = a[src_s[from_support]]
+            out[~from_support] = b[src_q[~from_support]]
+            return out
+
+        items, ratings, times = pick("items"), pick("ratings"), pick("timestamps")
+        in_support = pos < k[task]
+
+        def part(mask: np.ndarray, lengths: np.ndarray) -> TaskPart:
+            return TaskPart(offsets_from_lengths(lengths), items[mask], ratings[mask],
+                            None if times is None else times[mask])
+
+        return replace(self, support=part(in_support, k), query=part(~in_support, total - k),
+                       report={**self.report, "resplit": sorted(set(sizes.tolist()))})
+
     def batch(self, idx: Any, padded: bool = True, **kwargs: Any) -> TaskArrays:
         """Support and query of tasks ``idx`` (see :func:`~metarec_fast.data.make_batch`)."""
         return make_batch(self, idx, padded=padded, **kwargs)

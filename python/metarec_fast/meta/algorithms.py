@@ -14,7 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..models.base import MetaModel, pointwise_loss
+from ..models.base import MetaModel, pointwise_loss, query_objective_losses
 from .batch import TaskBatch
 from .inner import adapt, query_losses
 
@@ -144,7 +144,7 @@ class MetaLearner(nn.Module):
     def _linear_head_inputs(self, batch: TaskBatch):
         """(p0, b0, alpha_p, alpha_b) for the C++ engine: shared or per-task theta_0."""
         model = self.model
-        if getattr(model, "init_net", None) is not None:
+        if getattr(model, "init_net", None) is not None or getattr(model, "encoder", None) is not None:
             init = model.initial_adapted(LINEAR_HEAD, batch)
             p0, b0 = init["head_p"], init["head_b"]
         else:
@@ -159,8 +159,7 @@ class MetaLearner(nn.Module):
         if self.engine == "cpp":
             losses, has_query = self._cpp_query_losses(batch)
         else:
-            losses = query_losses(self.model, self.adapt(batch), batch)
-            has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
+            losses, has_query = query_losses(self.model, self.adapt(batch), batch, with_flags=True)
         return self._reduce(losses, has_query, batch)
 
     def _reduce(self, losses: torch.Tensor, has_query: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -180,8 +179,11 @@ class MetaLearner(nn.Module):
             p0, b0, alpha_p, alpha_b, H, c, batch, self.inner_steps, self.l2, self.model.loss,
             second_order=not self.first_order,
         )
-        per_entry = pointwise_loss(self.model.loss, pred, target)
         b = batch.n_tasks
+        if self.model.query_objective != "pointwise":
+            return query_objective_losses(self.model.loss, self.model.query_objective, pred, target, rows, b,
+                                          n_items=getattr(self.model, "n_items", None))
+        per_entry = pointwise_loss(self.model.loss, pred, target)
         sums = torch.zeros(b, dtype=pred.dtype, device=pred.device).index_add(0, rows, per_entry)
         # Query-set sizes depend on the batch only: counted once per batch,
         # dtype and device (cached on the batch, which is not modified in place).
@@ -202,8 +204,7 @@ class MetaLearner(nn.Module):
             return float(loss.detach())
         init = self.model.initial_adapted(self.adapted_names, batch)
         theta_t = {n: t.detach() for n, t in self.adapt(batch).items()}
-        losses = query_losses(self.model, theta_t, batch)
-        has_query = (batch.query_mask.sum(-1) > 0).to(losses.dtype)
+        losses, has_query = query_losses(self.model, theta_t, batch, with_flags=True)
         body_loss = self._reduce(losses, has_query, batch)
         b = batch.n_tasks
         # d(surrogate)/d(theta_0(u)) = (theta_0(u) - theta_T(u)) / B: Reptile's direction,

@@ -79,14 +79,19 @@ class TaskBatch:
             }
         )
 
-    def with_negatives(self, query_negatives: Any = None, support_negatives: Any = None) -> "TaskBatch":
+    def with_negatives(self, query_negatives: Any = None, support_negatives: Any = None,
+                       positive_threshold: float | None = None) -> "TaskBatch":
         """Implicit-feedback view: every real entry becomes a positive (target 1) and
         the sampled negatives (``[B, n]`` item ids each, or None) are appended to the
-        query / support sets as target-0 entries (mask 1). Vectorised, no loop over tasks.
+        query / support sets as target-0 entries (mask 1). With ``positive_threshold``,
+        only entries rated at least that are positives, the others target 0 (explicit
+        ratings judged as the evaluation's relevance threshold does). Vectorised.
         """
 
         def side(items: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor, neg: Any):
             pos = mask.clone()  # 1 on real entries, 0 on padding
+            if positive_threshold is not None:
+                pos = pos * (ratings >= positive_threshold).to(pos.dtype)
             if neg is None:
                 return items, pos, mask
             neg = torch.as_tensor(neg).to(torch.int64)

@@ -19,7 +19,7 @@ from typing import Mapping, Union
 import torch
 from torch.func import functional_call, grad, vmap
 
-from ..models.base import MetaModel, pointwise_loss
+from ..models.base import MetaModel, pointwise_loss, query_objective_losses
 from .batch import TaskBatch
 
 InnerLR = Union[float, torch.Tensor, Mapping[str, torch.Tensor]]
@@ -116,8 +116,17 @@ def adapt(
 
 
 def query_losses(
-    model: MetaModel, adapted: Mapping[str, torch.Tensor], batch: TaskBatch
-) -> torch.Tensor:
-    """Per-task mean query loss ``[B]`` at the adapted parameters (0 for an empty query)."""
+    model: MetaModel, adapted: Mapping[str, torch.Tensor], batch: TaskBatch, with_flags: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-task query loss ``[B]`` at the adapted parameters (0 for an empty query),
+    under the model's ``query_objective``; with ``with_flags`` also the ``[B]``
+    0/1 flags of the tasks that count (a query set, positives for ranking objectives)."""
     pred = task_predictions(model, adapted, batch.query_items, batch.user_features)
-    return masked_mean(pointwise_loss(model.loss, pred, batch.query_ratings), batch.query_mask)
+    if model.query_objective == "pointwise":
+        losses = masked_mean(pointwise_loss(model.loss, pred, batch.query_ratings), batch.query_mask)
+        return (losses, (batch.query_mask.sum(-1) > 0).to(losses.dtype)) if with_flags else losses
+    rows, cols = torch.nonzero(batch.query_mask > 0, as_tuple=True)
+    losses, flags = query_objective_losses(model.loss, model.query_objective, pred[rows, cols],
+                                           batch.query_ratings[rows, cols], rows, batch.n_tasks,
+                                           n_items=getattr(model, "n_items", None))
+    return (losses, flags) if with_flags else losses

@@ -34,6 +34,7 @@ class MetaScorer:
                 support_negatives = learner.support_negatives
             if negative_method is None:
                 negative_method = learner.negative_method
+            self.positive_threshold = learner.positive_threshold
             self._popularity = learner._popularity
             learner = learner.learner
         if not isinstance(learner, MetaLearner):
@@ -50,6 +51,8 @@ class MetaScorer:
         self.negative_method = negative_method or "uniform"
         if not hasattr(self, "_popularity"):
             self._popularity = None
+        if not hasattr(self, "positive_threshold"):
+            self.positive_threshold = None
         self.random_state = random_state
 
     def _support_negatives(self, tasks: Any) -> np.ndarray | None:
@@ -75,7 +78,7 @@ class MetaScorer:
         targets = np.zeros(int(indptr[-1]), dtype=np.float64)
         pos = np.arange(len(s.items)) + np.repeat(indptr[:-1] - s.indptr[:-1], lengths)
         items[pos] = s.items
-        targets[pos] = 1.0
+        targets[pos] = 1.0 if self.positive_threshold is None else (s.ratings >= self.positive_threshold)
         if n_neg:
             npos = (indptr[:-1] + lengths)[:, None] + np.arange(n_neg)[None, :]
             items[npos.ravel()] = neg.ravel()
@@ -95,7 +98,8 @@ class MetaScorer:
             return states.p @ rec.item_vectors.T + states.b[:, None] + rec.item_offsets[None, :]
         batch = TaskBatch.from_tasks(tasks, dtype=dtype, user_features=self.user_features)
         if self.model.loss == "logistic":
-            batch = batch.with_negatives(None, self._support_negatives(tasks))
+            batch = batch.with_negatives(None, self._support_negatives(tasks),
+                                         positive_threshold=self.positive_threshold)
         with torch.no_grad():
             adapted = self.learner.adapt(batch)
             adapted = {k: v.detach() for k, v in adapted.items()}

@@ -73,6 +73,14 @@ class MetaTrainer:
             A :class:`MetaScorer` of this trainer samples them at test time too.
         negative_method: ``"uniform"`` or ``"popularity"`` (training counts).
         task_weighting: ``"task"`` or ``"interaction"`` (see :class:`MetaLearner`).
+        positive_threshold: with ``negatives`` on explicit ratings, only
+            interactions rated at least this are positives (target 1), the
+            others are target 0 (None: every interaction is a positive).
+        support_sizes: task augmentation. Every epoch, each training task is cut
+            again (:meth:`TaskSet.resplit <metarec_fast.data.TaskSet.resplit>`):
+            support = its first ``K`` interactions, ``K`` drawn from these sizes,
+            query = the rest. More distinct tasks per training user, and a model
+            that has seen every support size it will meet. None: the split's tasks.
 
     After :meth:`fit`, :attr:`history` holds one dict per epoch
     (``epoch``, ``train_loss``, ``val_loss``, ``seconds``).
@@ -99,6 +107,8 @@ class MetaTrainer:
         support_negatives: int = 0,
         negative_method: str = "uniform",
         task_weighting: str = "task",
+        support_sizes: Iterable[int] | None = None,
+        positive_threshold: float | None = None,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -121,6 +131,14 @@ class MetaTrainer:
             raise ValueError(
                 f"negatives need a model with loss='logistic' (implicit feedback); this one has {model.loss!r}"
             )
+        if support_sizes is not None:
+            support_sizes = tuple(int(k) for k in support_sizes)
+            if not support_sizes or min(support_sizes) < 1:
+                raise ValueError(f"support_sizes must be ints >= 1, got {support_sizes!r}")
+        self.support_sizes = support_sizes
+        if positive_threshold is not None and not math.isfinite(positive_threshold):
+            raise ValueError(f"positive_threshold must be a finite number or None, got {positive_threshold!r}")
+        self.positive_threshold = positive_threshold
         self.learner = MetaLearner(model, algorithm, inner_steps, inner_lr, l2, adapt, engine,
                                    task_weighting=task_weighting)
         self.model = model
@@ -185,7 +203,7 @@ class MetaTrainer:
         if isinstance(tasks, TaskBatch):
             return self._on_model_device(tasks.select(idx))
         batch = TaskBatch.from_tasks(tasks, idx, dtype=self.dtype, user_features=self.user_features)
-        if not (self.negatives or self.support_negatives):
+        if not (self.negatives or self.support_negatives or self.positive_threshold is not None):
             return self._on_model_device(batch)
         batch = self._with_negatives(tasks, idx, batch, self.rng if random_state is None else random_state)
         return self._on_model_device(batch)
@@ -210,7 +228,7 @@ class MetaTrainer:
         if self.support_negatives:
             s_neg = sample_negatives((sub.support.indptr, sub.support.items), tasks.n_items,
                                      self.support_negatives, **kw)
-        return batch.with_negatives(q_neg, s_neg)
+        return batch.with_negatives(q_neg, s_neg, positive_threshold=self.positive_threshold)
 
     def validation_loss(self, tasks: Any, batch_size: int = 256) -> float:
         """Mean query loss after adaptation, over tasks that have a query set
@@ -221,8 +239,9 @@ class MetaTrainer:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 batch = self.batch(tasks, np.arange(start, min(start + batch_size, n)), random_state=rng)
-                losses = query_losses(self.model, self.learner.adapt(batch), batch)
-                has_query = batch.query_mask.sum(-1) > 0
+                losses, has_query = query_losses(self.model, self.learner.adapt(batch), batch,
+                                                 with_flags=True)
+                has_query = has_query > 0
                 if self.learner.task_weighting == "interaction":
                     w = batch.query_mask.sum(-1).to(losses.dtype)
                     total += float((losses * w).sum())
@@ -279,11 +298,14 @@ class MetaTrainer:
             while self.epoch < epochs:
                 start = time.perf_counter()
                 order = self.rng.permutation(n)
+                epoch_tasks = train_tasks
+                if self.support_sizes is not None and not isinstance(train_tasks, TaskBatch):
+                    epoch_tasks = train_tasks.resplit(self.support_sizes, self.rng)
                 losses = []
                 for b in range(n_batches):
                     idx = order[b * self.meta_batch_size : (b + 1) * self.meta_batch_size]
                     try:
-                        losses.append(self._train_step(train_tasks, idx))
+                        losses.append(self._train_step(epoch_tasks, idx))
                     except DivergenceError as exc:
                         raise DivergenceError(f"{exc}, step {b + 1}; the last checkpoint is intact") from None
                     bar.update(1)

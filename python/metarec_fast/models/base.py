@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -27,11 +28,17 @@ class MetaModel(nn.Module):
         penalised_names: adapted parameters that carry the inner-loop L2 penalty.
         loss: ``"mse"`` for explicit ratings or ``"logistic"`` for implicit
             feedback (targets 0/1, predictions are logits).
+        query_objective: the meta-objective on each task's query set:
+            ``"pointwise"`` (``loss`` per interaction), or for logistic models the
+            ranking objectives ``"softmax"`` (sampled softmax: each positive
+            against all of the task's query entries) and ``"bpr"`` (every
+            positive against every negative), see :func:`query_objective_losses`.
     """
 
     adapted_names: tuple[str, ...] = ()
     penalised_names: tuple[str, ...] = ()
     loss: str = "mse"
+    query_objective: str = "pointwise"
 
     def forward(  # pragma: no cover - abstract
         self, items: torch.Tensor, user_features: Optional[torch.Tensor] = None
@@ -59,3 +66,58 @@ def pointwise_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch
     if kind == "logistic":
         return nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="none")
     raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+
+
+QUERY_OBJECTIVES = ("pointwise", "softmax", "bpr")
+
+
+def query_objective_losses(kind: str, objective: str, pred: torch.Tensor, target: torch.Tensor,
+                           rows: torch.Tensor, n_tasks: int,
+                           n_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task query losses ``[B]`` and a ``[B]`` 0/1 "has a query" flag.
+
+    ``pred``/``target``/``rows``: the query entries of all tasks, flat (``rows``
+    = task of each entry). ``"pointwise"``: the mean of :func:`pointwise_loss`.
+    ``"softmax"``: ``mean over positives p of logsumexp(task's preds) - pred_p``
+    (multinomial likelihood of the positives). With ``n_items``, the task's
+    negatives are taken as a uniform sample of its ``n_items - n_pos``
+    non-positive items and their logits get ``+log((n_items - n_pos) / n_neg)``
+    (the logQ correction), so the loss estimates the full-catalogue softmax.
+    ``"bpr"``: ``mean over (positive, negative) pairs of softplus(pred_n - pred_p)``.
+    Positives are entries with target > 0; a task without one (or, for BPR,
+    without a negative) contributes 0 and has_query = 0.
+    """
+    dtype, device = pred.dtype, pred.device
+    counts = torch.bincount(rows, minlength=n_tasks)
+    if objective == "pointwise":
+        sums = torch.zeros(n_tasks, dtype=dtype, device=device).index_add(0, rows, pointwise_loss(kind, pred, target))
+        return sums / counts.clamp_min(1).to(dtype), (counts > 0).to(dtype)
+    if objective not in QUERY_OBJECTIVES:
+        raise ValueError(f"query_objective must be one of {QUERY_OBJECTIVES}, got {objective!r}")
+    # Pad to [B, L]: entry j of task t at column j - start(t).
+    starts = torch.cumsum(counts, 0) - counts
+    col = torch.arange(rows.shape[0], device=device) - starts[rows]
+    width = int(counts.max()) if rows.numel() else 0
+    scores = torch.full((n_tasks, width), -math.inf, dtype=dtype, device=device)
+    scores = scores.index_put((rows, col), pred)
+    pos = torch.zeros((n_tasks, width), dtype=dtype, device=device).index_put((rows, col), (target > 0).to(dtype))
+    n_pos = pos.sum(1)
+    if objective == "softmax":
+        if n_items is not None:
+            n_valid = counts.to(dtype)
+            n_neg = n_valid - n_pos
+            shift = torch.log((n_items - n_pos).clamp_min(1.0) / n_neg.clamp_min(1.0))
+            scores = scores + (1.0 - pos) * shift.unsqueeze(1)
+        lse = torch.logsumexp(scores, 1, keepdim=True)
+        per_pos = torch.where(pos > 0, lse - scores, torch.zeros((), dtype=dtype, device=device))
+        has = (n_pos > 0).to(dtype)
+        return per_pos.sum(1) / n_pos.clamp_min(1.0), has
+    valid = torch.zeros((n_tasks, width), dtype=dtype, device=device).index_put(
+        (rows, col), torch.ones_like(pred))
+    neg = valid - pos
+    finite = torch.where(valid > 0, scores, torch.zeros((), dtype=dtype, device=device))
+    # pairs[t, p, n] = softplus(s_n - s_p), kept where p is a positive and n a negative.
+    pairs = nn.functional.softplus(finite.unsqueeze(1) - finite.unsqueeze(2))
+    weight = pos.unsqueeze(2) * neg.unsqueeze(1)
+    n_pairs = weight.sum((1, 2))
+    return (pairs * weight).sum((1, 2)) / n_pairs.clamp_min(1.0), (n_pairs > 0).to(dtype)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import nn
 
-from .base import LOSSES, MetaModel
+from .base import LOSSES, QUERY_OBJECTIVES, MetaModel
 
 if TYPE_CHECKING:
     from ..meta.batch import TaskBatch
@@ -28,6 +28,17 @@ class MetaMF(MetaModel):
     (``theta_0(u) = head + W x_u``, as MAMO/TaNP do), so that a new user starts
     from a model that already reflects what is known about them.
 
+    With ``support_encoder=True``, ``theta_0`` is *amortised*: computed from the
+    support set itself by a learned set encoder (FISM / CNP / MAMO style), then
+    refined by the inner steps. The support items are pooled from their own
+    table ``encoder_table`` (:func:`support_features`: the mean of the items'
+    vectors and, for ratings, the residual-weighted mean plus a shrunk mean
+    residual), and a linear map ``encoder`` (zero-initialised, so training
+    starts from the plain model) turns the pooled vector into a shift of
+    ``(p, b)``. Every piece is differentiable, so the meta-gradient that the
+    inner loop (C++ or torch) returns for a per-user ``theta_0`` flows into the
+    encoder.
+
     This is the model family the C++ fast path covers (DESIGN.md).
     """
 
@@ -44,6 +55,8 @@ class MetaMF(MetaModel):
         global_bias: float = 0.0,
         random_state: int | None = None,
         dtype: torch.dtype = torch.float32,
+        support_encoder: bool = False,
+        query_objective: str = "pointwise",
     ) -> None:
         super().__init__()
         if n_items <= 0:
@@ -52,7 +65,12 @@ class MetaMF(MetaModel):
             raise ValueError(f"dim must be positive, got {dim}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if query_objective not in QUERY_OBJECTIVES:
+            raise ValueError(f"query_objective must be one of {QUERY_OBJECTIVES}, got {query_objective!r}")
+        if query_objective != "pointwise" and loss != "logistic":
+            raise ValueError(f"query_objective={query_objective!r} ranks logits: it needs loss='logistic'")
         self.loss = loss
+        self.query_objective = query_objective
         self.n_items = n_items
         self.dim = dim
         gen = torch.Generator().manual_seed(random_state) if random_state is not None else None
@@ -70,6 +88,18 @@ class MetaMF(MetaModel):
             nn.init.zeros_(self.init_net.bias)
         else:
             self.init_net = None
+        self.support_encoder = bool(support_encoder)
+        if self.support_encoder:
+            self.encoder_table = nn.Parameter(torch.randn(n_items, dim, generator=gen, **kw) * init_scale)
+            self.encoder = nn.Linear(support_feature_dim(dim, loss), dim + 1, **kw)
+            nn.init.zeros_(self.encoder.weight)
+            nn.init.zeros_(self.encoder.bias)
+            if loss == "mse":
+                with torch.no_grad():  # b starts at the shrunk mean residual (a bias model's user bias)
+                    self.encoder.weight[dim, 2 * dim] = 1.0
+        else:
+            self.encoder_table = None
+            self.encoder = None
 
     def item_representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(H [n_items, d], c [n_items])``: what the C++ kernels and serving consume."""
@@ -86,11 +116,19 @@ class MetaMF(MetaModel):
         self, names: tuple[str, ...], batch: "TaskBatch"
     ) -> dict[str, torch.Tensor]:
         init = super().initial_adapted(names, batch)
-        if self.init_net is None:
+        shift = None
+        if self.init_net is not None:
+            if batch.user_features is None:
+                raise ValueError("this MetaMF conditions theta_0 on user features; the batch has none")
+            shift = self.init_net(batch.user_features.to(self.head_p.dtype))
+        if self.encoder is not None:
+            _, c = self.item_representations()
+            x = support_features(self.encoder_table, c, batch.support_items, batch.support_ratings,
+                                 batch.support_mask, self.loss)
+            enc = self.encoder(x)
+            shift = enc if shift is None else shift + enc
+        if shift is None:
             return init
-        if batch.user_features is None:
-            raise ValueError("this MetaMF conditions theta_0 on user features; the batch has none")
-        shift = self.init_net(batch.user_features.to(self.head_p.dtype))
         if "head_p" in init:
             init["head_p"] = init["head_p"] + shift[:, : self.dim]
         if "head_b" in init:
@@ -112,6 +150,8 @@ class MetaMF(MetaModel):
         init_scale: float = 0.1,
         random_state: int | None = None,
         dtype: torch.dtype = torch.float32,
+        support_encoder: bool = False,
+        query_objective: str = "pointwise",
     ) -> "MetaMF":
         """A MetaMF whose body (and head) start from a non-meta model ("meta-fine-tuning").
 
@@ -160,10 +200,13 @@ class MetaMF(MetaModel):
                 raise ValueError(f"{name} has NaN or infinite values")
         mu = float(c.mean()) if c is not None else 0.0
         model = cls(n_items, dim=d, loss=loss, user_feature_dim=user_feature_dim, init_scale=init_scale,
-                    global_bias=mu, random_state=random_state, dtype=dtype)
+                    global_bias=mu, random_state=random_state, dtype=dtype,
+                    support_encoder=support_encoder, query_objective=query_objective)
         with torch.no_grad():
             if H is not None:
                 model.item_embedding.copy_(torch.as_tensor(H, dtype=dtype))
+                if model.encoder_table is not None:  # pool the pretrained item factors
+                    model.encoder_table.copy_(torch.as_tensor(H, dtype=dtype))
             if c is not None:
                 model.item_bias.copy_(torch.as_tensor(c - mu, dtype=dtype))
             if p0 is not None:
@@ -174,3 +217,38 @@ class MetaMF(MetaModel):
             if b0 is not None:
                 model.head_b.fill_(float(b0))
         return model
+
+
+#: Prior strength of the shrunk mean residual ``sum(r - c) / (n + SHRINK)``.
+SUPPORT_SHRINK = 5.0
+
+
+def support_feature_dim(dim: int, loss: str) -> int:
+    """Width of :func:`support_features`' output for an encoder table of ``dim`` columns."""
+    return dim if loss == "logistic" else 2 * dim + 1
+
+
+def support_features(table: torch.Tensor, offsets: torch.Tensor, items: torch.Tensor,
+                     targets: torch.Tensor, mask: torch.Tensor, loss: str) -> torch.Tensor:
+    """Pooled support-set features ``[B, F]`` for an amortised ``theta_0``.
+
+    Padded support sets (``items``/``targets``/``mask`` ``[B, n]``). With
+    ``loss="logistic"`` only the positives (target > 0) are pooled: the mean of
+    their rows of ``table``. With ratings: ``[mean_i e_i, mean_i (r_i - c_i) e_i,
+    sum_i (r_i - c_i) / (n + SUPPORT_SHRINK)]`` where ``c_i`` = ``offsets[i]``
+    (item bias + global bias), so the encoder sees which items a user chose and
+    how they deviate from the items' usual ratings. An empty set pools to zeros.
+    :meth:`~metarec_fast.serving.Recommender.initial_state` computes the same in
+    numpy with the embedding-bag kernel.
+    """
+    mask = mask.to(table.dtype)
+    e = table[items]
+    if loss == "logistic":
+        w = mask * (targets > 0).to(table.dtype)
+        return (w.unsqueeze(-1) * e).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)
+    n = mask.sum(1, keepdim=True)
+    resid = (targets.to(table.dtype) - offsets[items]) * mask
+    mean_e = (mask.unsqueeze(-1) * e).sum(1) / n.clamp_min(1.0)
+    mean_re = (resid.unsqueeze(-1) * e).sum(1) / n.clamp_min(1.0)
+    shrunk = resid.sum(1, keepdim=True) / (n + SUPPORT_SHRINK)
+    return torch.cat([mean_e, mean_re, shrunk], 1)
