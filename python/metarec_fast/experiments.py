@@ -76,6 +76,19 @@ class MetaConfig:
         return dict(self.__dict__)
 
 
+#: The rating model a user gets by default (explicit ratings): meta-fine-tuning
+#: from the pretrained MF, the pooled (per-interaction) objective that MAE/RMSE
+#: measure. Chosen on validation users (benchmarks/RESULTS.md, "Quality").
+RATING_DEFAULT = MetaConfig(init="pretrained", dim=32, inner_steps=10, inner_lr=0.03, outer_lr=0.005,
+                            body_lr=1e-3, task_weighting="interaction", epochs=30, patience=5)
+#: The ranking model a user gets by default: logistic inner loop on the support
+#: items (plus sampled negatives), a ranking meta-objective on the query items
+#: against sampled negatives.
+RANKING_DEFAULT = MetaConfig(loss="logistic", dim=32, inner_steps=5, inner_lr=0.5, outer_lr=0.01, negatives=400,
+                             support_negatives=20, epochs=60, patience=5)
+OBJECTIVES = ("rating", "ranking")
+
+
 @dataclass
 class ExperimentReport:
     """Mean and std over seeds, per model, in the schema of ``report.json``."""
@@ -137,6 +150,9 @@ def run(
     on_seed: Callable[[int, Any, list[Any]], Any] | None = None,
     meta_variants: Sequence[tuple[str, str, MetaConfig]] = (),
     trainer_class: Any = None,
+    rank_meta: MetaConfig | None = None,
+    objectives: str | Sequence[str] = "auto",
+    tune: int = 1,
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
@@ -152,10 +168,21 @@ def run(
 
     ``trainer_class``: the meta-trainer (default :class:`~metarec_fast.meta.MetaTrainer`;
     :class:`~metarec_fast.distributed.DistributedMetaTrainer` under torchrun).
+
+    ``objectives``: which model each meta-learner trains: ``"rating"`` (MSE on
+    ratings, row ``metamf-<alg>``, config ``meta``, default :data:`RATING_DEFAULT`),
+    ``"ranking"`` (config ``rank_meta``, default :data:`RANKING_DEFAULT`; row
+    ``metamf-<alg>-rank``, or ``metamf-<alg>`` on implicit data, where ``meta``
+    serves when ``rank_meta`` is not given), or both; ``"auto"`` = both for
+    explicit ratings, ranking for implicit feedback.
+
+    ``tune``: trials per meta-learner and objective (1 = the given configuration
+    only): the configuration, then random draws from the objective's search space
+    (:mod:`metarec_fast.tuning`), each scored on the validation tasks only; the
+    best is kept and every trial is recorded in the report's ``tuning``.
     """
     from .data import cold_start_split
 
-    meta = meta or MetaConfig()
     unknown = [a for a in algorithms if a not in META_ALGORITHMS + BASELINES]
     if unknown:
         raise ValueError(f"unknown algorithm(s) {unknown}; choose from {META_ALGORITHMS + BASELINES}")
@@ -163,13 +190,33 @@ def run(
         raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
     if not seeds:
         raise ValueError("seeds must not be empty")
+    if isinstance(tune, bool) or not isinstance(tune, (int, np.integer)) or tune < 1:
+        raise ValueError(f"tune must be an int >= 1 (trials per meta-learner), got {tune!r}")
+    implicit = bool(getattr(data, "implicit", False))
+    if objectives == "auto":
+        objectives = ("ranking",) if implicit else OBJECTIVES
+    objectives = (objectives,) if isinstance(objectives, str) else tuple(objectives)
+    if not objectives or any(o not in OBJECTIVES for o in objectives):
+        raise ValueError(f"objectives must be 'auto' or a subset of {OBJECTIVES}, got {objectives!r}")
+    if "rating" in objectives and implicit:
+        raise ValueError("objective 'rating' needs explicit ratings; this dataset is implicit feedback")
+    configs = {"rating": meta or RATING_DEFAULT,
+               "ranking": rank_meta or (meta if (implicit and meta is not None) else RANKING_DEFAULT)}
+    suffix = {"rating": "", "ranking": "" if implicit else "-rank"}
     for variant in meta_variants:
         if len(variant) != 3 or variant[1] not in META_ALGORITHMS or not isinstance(variant[2], MetaConfig):
             raise ValueError(f"meta_variants entries are (name, algorithm in {META_ALGORITHMS}, MetaConfig); "
                              f"got {variant!r}")
         _check_meta(variant[2])
-    _check_meta(meta)
-    jobs = [(name, None, meta) for name in algorithms] + [(a, n, c) for n, a, c in meta_variants]
+    for o in objectives:
+        _check_meta(configs[o])
+    prefix = {o: "melu" if configs[o].model == "melu" else "metamf" for o in objectives}
+    # Baselines first: a fitted pretrain + fine-tune is the meta-fine-tuning start of the rating models.
+    jobs = [(name, None, None, None) for name in algorithms if name not in META_ALGORITHMS]
+    jobs += [(name, f"{prefix[o]}-{name}{suffix[o]}", configs[o], o) for name in algorithms
+             if name in META_ALGORITHMS for o in objectives]
+    jobs += [(a, n, c, _objective_of(c, implicit)) for n, a, c in meta_variants]
+    tuning: dict[str, Any] = {}
     per_seed: list[dict[str, Any]] = []
     seconds: dict[str, list[float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
@@ -181,12 +228,14 @@ def run(
                                  "test_tasks": len(split.test)}
         scorers = []
         cache: dict[Any, Any] = {}
-        for name, row, cfg in jobs:
+        for name, row, cfg, objective in jobs:
             start = time.perf_counter()
             if name in META_ALGORITHMS:
-                scorer, hist = _fit_meta(name, split, data, cfg, seed, show_progress, row_name=row,
-                                         cache=cache, trainer_class=trainer_class)
+                scorer, hist, trials = _fit_tuned(name, split, data, cfg, objective, seed, show_progress, tune,
+                                                  row, cache, trainer_class, threshold)
                 history[f"{scorer.name}/seed{seed}"] = hist
+                if trials is not None:
+                    tuning.setdefault(scorer.name, {})[f"seed{seed}"] = trials
             else:
                 scorer = _baseline(name)
                 if split.train.implicit and not hasattr(scorer, "predicts_ratings"):
@@ -198,6 +247,8 @@ def run(
                     continue
                 if name == "pretrain-finetune":
                     cache[("pretrain", scorer.dim)] = scorer
+                if scorer.tuning:
+                    tuning.setdefault(scorer.name, {})[f"seed{seed}"] = scorer.tuning
             seconds.setdefault(scorer.name, []).append(time.perf_counter() - start)
             scorers.append(scorer)
             logger.info("seed %d: fitted %s in %.1f s", seed, scorer.name, seconds[scorer.name][-1])
@@ -208,11 +259,52 @@ def run(
     results = aggregate_seeds(per_seed, seconds)
     compare_to_baselines(results, per_seed, [r["model"] for r in results if r["algorithm"] is None])
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
-              "threshold": threshold, "algorithms": list(algorithms), "meta": meta.to_dict(),
+              "threshold": threshold, "algorithms": list(algorithms),
+              "objectives": list(objectives), "meta": configs["rating"].to_dict(),
+              "rank_meta": configs["ranking"].to_dict(), "tune": int(tune),
+              "search_space": {o: {k: list(v) for k, v in _space(o).items()} for o in objectives} if tune > 1 else {},
+              "tuning": tuning, "candidates": per_seed[-1]["config"].get("candidates"),
+              "ties": per_seed[-1]["config"].get("ties"),
               "meta_variants": [{"name": n, "algorithm": a, "meta": c.to_dict()} for n, a, c in meta_variants],
               "split": dict(split_kwargs or {})}
     return ExperimentReport(dataset_name, scenario, support, list(seeds), results, counts, config,
                             per_seed, history)
+
+
+def _objective_of(cfg: MetaConfig, implicit: bool) -> str:
+    """"ranking" for configurations that train a ranking model, else "rating"."""
+    return "ranking" if cfg.loss in ("logistic", "softmax", "bpr") or (cfg.loss == "auto" and implicit) else "rating"
+
+
+def _space(objective: str) -> Any:
+    from . import tuning
+
+    return tuning.RATING_SPACE if objective == "rating" else tuning.RANKING_SPACE
+
+
+def _fit_tuned(name: str, split: Any, data: Any, cfg: MetaConfig, objective: str, seed: int,
+               show_progress: bool, trials: int, row: str, cache: dict[Any, Any], trainer_class: Any,
+               threshold: float) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]] | None]:
+    """One meta-learner: the given configuration, or the best of ``trials`` on validation."""
+    if trials == 1:
+        return (*_fit_meta(name, split, data, cfg, seed, show_progress, row_name=row, cache=cache,
+                           trainer_class=trainer_class), None)
+    from . import tuning
+
+    metric, lower = tuning.SELECTION[objective]
+    fixed = ("init",) if (cfg.model == "melu" or split.train.implicit) else ()
+    candidates = tuning.sample_configs(cfg, _space(objective), trials, random_state=[seed, trials],
+                                       fixed=fixed + (("support_encoder",) if cfg.model == "melu" else ()))
+    protocol = "rating" if objective == "rating" else "full_ranking"
+
+    def score(fitted: Any) -> float:
+        return evaluate([fitted[0]], split.val, protocols=(protocol,), ks=(10,),
+                        threshold=threshold)[fitted[0].name][metric]
+
+    best, records = tuning.select(
+        candidates, lambda c: _fit_meta(name, split, data, c, seed, False, row_name=row, cache=cache,
+                                        trainer_class=trainer_class), score, lower)
+    return best[0], best[1], records
 
 
 def _check_meta(meta: MetaConfig) -> None:

@@ -77,7 +77,7 @@ def query_objective_losses(kind: str, objective: str, pred: torch.Tensor, target
     """Per-task query losses ``[B]`` and a ``[B]`` 0/1 "has a query" flag.
 
     ``pred``/``target``/``rows``: the query entries of all tasks, flat (``rows``
-    = task of each entry). ``"pointwise"``: the mean of :func:`pointwise_loss`.
+    = task of each entry, non-decreasing: each task's entries are contiguous). ``"pointwise"``: the mean of :func:`pointwise_loss`.
     ``"softmax"``: ``mean over positives p of logsumexp(task's preds) - pred_p``
     (multinomial likelihood of the positives). With ``n_items``, the task's
     negatives are taken as a uniform sample of its ``n_items - n_pos``
@@ -112,12 +112,21 @@ def query_objective_losses(kind: str, objective: str, pred: torch.Tensor, target
         per_pos = torch.where(pos > 0, lse - scores, torch.zeros((), dtype=dtype, device=device))
         has = (n_pos > 0).to(dtype)
         return per_pos.sum(1) / n_pos.clamp_min(1.0), has
-    valid = torch.zeros((n_tasks, width), dtype=dtype, device=device).index_put(
-        (rows, col), torch.ones_like(pred))
-    neg = valid - pos
-    finite = torch.where(valid > 0, scores, torch.zeros((), dtype=dtype, device=device))
-    # pairs[t, p, n] = softplus(s_n - s_p), kept where p is a positive and n a negative.
-    pairs = nn.functional.softplus(finite.unsqueeze(1) - finite.unsqueeze(2))
-    weight = pos.unsqueeze(2) * neg.unsqueeze(1)
+    # Positives and negatives padded apart: pairs[t, p, n] = softplus(s_n - s_p).
+    is_pos = target > 0
+
+    def padded(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = rows[keep]
+        n = torch.bincount(r, minlength=n_tasks)
+        c = torch.arange(r.shape[0], device=device) - (torch.cumsum(n, 0) - n)[r]
+        w = int(n.max()) if r.numel() else 0
+        vals = torch.zeros((n_tasks, w), dtype=dtype, device=device).index_put((r, c), pred[keep])
+        mask = torch.zeros((n_tasks, w), dtype=dtype, device=device).index_put((r, c), torch.ones_like(pred[keep]))
+        return vals, mask
+
+    s_pos, m_pos = padded(is_pos)
+    s_neg, m_neg = padded(~is_pos)
+    pairs = nn.functional.softplus(s_neg.unsqueeze(1) - s_pos.unsqueeze(2))
+    weight = m_pos.unsqueeze(2) * m_neg.unsqueeze(1)
     n_pairs = weight.sum((1, 2))
     return (pairs * weight).sum((1, 2)) / n_pairs.clamp_min(1.0), (n_pairs > 0).to(dtype)
