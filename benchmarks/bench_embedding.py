@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from metarec_fast import ops
-from metarec_fast.ops.embedding import _copy_bandwidth
+from metarec_fast._bench import copy_bandwidth
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -241,7 +241,7 @@ def _median(fn, rounds=11):
 def main() -> None:
     """Quick summary for RESULTS.md: the issue's target shape, ours vs torch."""
     torch.set_num_threads(THREADS)
-    par = _copy_bandwidth(num_threads=THREADS)
+    par = copy_bandwidth(num_threads=THREADS)
     src = np.ones(1 << 25, np.float64)
     dst = np.empty_like(src)
     single = 2 * src.nbytes / _median(lambda: np.copyto(dst, src), rounds=5) / 1e9

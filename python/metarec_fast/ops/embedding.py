@@ -638,20 +638,3 @@ def sparse_adagrad_(
     threads = resolve_num_threads(num_threads)
     _core.sparse_adagrad(t, s, r, g, lr_v, eps_v, threads)
     return table
-
-
-def _copy_bandwidth(nbytes: int = 1 << 28, repeats: int = 5, num_threads: Optional[int] = None) -> float:
-    """Private: measured parallel memcpy bandwidth in GB/s (bytes read + written)."""
-    import time
-
-    src = np.ones(nbytes // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    threads = resolve_num_threads(num_threads)
-    _core._parallel_copy(src, dst, threads)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _core._parallel_copy(src, dst, threads)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.nbytes / best / 1e9
-
