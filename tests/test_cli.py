@@ -263,8 +263,9 @@ def test_config_values_are_checked_like_flags(tmp_path):
     (tmp_path / "c.toml").write_text('support = 7\nquery = "rest"\nseeds = [3, 4]\nplots = false\nquiet = true\n'
                                      'scenario = "item-cold"\n[demo]\nepochs = 9\n')
     args = cli.parse(["train", "--config", str(tmp_path / "c.toml"), "--seeds", "5"])
+    # epochs: None = each objective's default (the [demo] table does not apply to train).
     assert (args.support, args.query, args.seeds, args.plots, args.quiet, args.scenario, args.epochs) == (
-        7, "rest", [5], False, True, "item-cold", 30)
+        7, "rest", [5], False, True, "item-cold", None)
     args = cli.parse(["demo", "--config", str(tmp_path / "c.toml")])
     assert args.epochs == 9 and args.n_users == cli.DEMO["n_users"]
 

@@ -370,7 +370,9 @@ def _fit_meta(name: str, split: Any, data: Any, meta: MetaConfig, seed: int, sho
     trainer.fit(split.train, split.val, epochs=meta.epochs, patience=meta.patience,
                 show_progress=show_progress)
     prefix = "metamf" if meta.model == "mf" else meta.model
-    return MetaScorer(trainer, name=row_name or f"{prefix}-{name}"), trainer.history
+    scorer = MetaScorer(trainer, name=row_name or f"{prefix}-{name}")
+    scorer.validation_loss = trainer.best_val if math.isfinite(trainer.best_val) else None
+    return scorer, trainer.history
 
 
 def melu_model(data: Any, dim: int = 32, hidden: Sequence[int] = (64, 64), loss: str = "mse",

@@ -28,6 +28,9 @@ from .config import (
 )
 from .datasets import dataset_spec, load_dataset
 
+#: `train`'s default tuning budget: trials per meta-learner and objective.
+TUNE_TRIALS = 3
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train and evaluate models on a dataset; save models, bundle and report")
@@ -46,17 +49,37 @@ def train_args(p: argparse.ArgumentParser, demo: bool) -> None:
     g.add_argument("--engine", choices=("cpp", "torch", "auto"), default="cpp" if demo else "auto",
                    help="inner-loop engine (default: %(default)s; auto = cpp for mf, torch for melu)")
     g.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0], metavar="S", help="(default: 0)")
-    g.add_argument("--epochs", type=nonneg_int, default=DEMO["epochs"] if demo else 30,
-                   help="meta-epochs (default: %(default)s)")
+    g.add_argument("--loss", choices=("auto", "mse", "logistic", "softmax", "bpr"), default="auto",
+                   help="what each meta-learner learns: auto = a rating model (mse) and a ranking model "
+                        "(logistic inner loop, ranking meta-objective) on explicit ratings, the ranking model on "
+                        "implicit data; mse = the rating model only; logistic|softmax|bpr = the ranking model "
+                        "only, with that query objective (default: auto)")
+    g.add_argument("--negatives", type=nonneg_int, metavar="N",
+                   help="ranking models: sampled negatives per task in the query set (default: 400)")
+    g.add_argument("--support-negatives", type=nonneg_int, metavar="N",
+                   help="ranking models: sampled negatives per task in the support set, also at test time "
+                        "(default: 20)")
+    g.add_argument("--init", choices=("random", "pretrained"),
+                   help="rating models: start from a pretrained MF (default) or at random")
+    g.add_argument("--support-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="an amortised start: theta_0 computed from the support set by a learned encoder")
+    g.add_argument("--tune", type=positive_int, default=1 if demo else TUNE_TRIALS, metavar="N",
+                   help="trials per meta-learner and objective, chosen on validation users only: the "
+                        "defaults, then random draws from a documented search space (default: %(default)s; "
+                        "1 = no search)")
+    d = DEMO if demo else {}
+    g.add_argument("--epochs", type=nonneg_int, default=d.get("epochs"),
+                   help="meta-epochs (default: " + ("%(default)s)" if demo else "30 rating, 60 ranking)"))
     g.add_argument("--patience", type=positive_int, default=5, help="early stop after N epochs without "
                    "validation improvement (default: 5)")
-    g.add_argument("--dim", type=positive_int, default=DEMO["dim"] if demo else 32, help="(default: %(default)s)")
-    g.add_argument("--inner-steps", type=nonneg_int, default=5, help="(default: 5)")
-    g.add_argument("--inner-lr", type=positive_float, default=0.1, help="(default: 0.1)")
-    g.add_argument("--outer-lr", type=positive_float, default=DEMO["outer_lr"] if demo else 0.005,
-                   help="outer (meta) learning rate (default: %(default)s" + ("; larger than train's 0.005 "
-                        "because the demo trains for few epochs)" if demo else ")"))
-    g.add_argument("--l2", type=nonneg_float, default=0.0, help="inner-loop L2 (default: 0)")
+    g.add_argument("--dim", type=positive_int, default=d.get("dim"),
+                   help="(default: " + ("%(default)s)" if demo else "32)"))
+    g.add_argument("--inner-steps", type=nonneg_int, help="(default: 10 rating, 5 ranking)")
+    g.add_argument("--inner-lr", type=positive_float, help="(default: 0.03 rating, 0.5 ranking)")
+    g.add_argument("--outer-lr", type=positive_float, default=d.get("outer_lr"),
+                   help="outer (meta) learning rate (default: " + ("%(default)s, larger than train's "
+                        "because the demo trains for few epochs)" if demo else "0.005 rating, 0.01 ranking)"))
+    g.add_argument("--l2", type=nonneg_float, help="inner-loop L2 (default: 0)")
     g.add_argument("--meta-batch-size", type=positive_int, default=32, help="(default: 32)")
     g.add_argument("--distributed", action="store_true",
                    help="torch.distributed meta-training: launch under torchrun --nproc-per-node=N; the "
@@ -79,17 +102,42 @@ def train_args(p: argparse.ArgumentParser, demo: bool) -> None:
 
 
 
-def _meta_config(args: argparse.Namespace) -> Any:
-    from ..experiments import MetaConfig
+#: Fields of both MetaConfigs that a command-line flag overrides when given.
+_OVERRIDES = ("epochs", "patience", "dim", "inner_steps", "inner_lr", "outer_lr", "l2", "meta_batch_size",
+              "negatives", "support_negatives", "init", "support_encoder")
+
+
+def _meta_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(objectives, rating config, ranking config)``: the library's defaults per
+    objective (experiments.RATING_DEFAULT / RANKING_DEFAULT), overridden by the
+    flags the user gave."""
+    import dataclasses
+
+    from ..experiments import RANKING_DEFAULT, RATING_DEFAULT
 
     engine = args.engine
     if args.model == "melu":
         if engine == "cpp":
             raise CLIError("--engine cpp runs linear heads (--model mf); MeLU's MLP head needs --engine torch")
         engine = "torch"
-    return MetaConfig(dim=args.dim, inner_steps=args.inner_steps, inner_lr=args.inner_lr, l2=args.l2,
-                      outer_lr=args.outer_lr, meta_batch_size=args.meta_batch_size, epochs=args.epochs,
-                      patience=args.patience, engine=engine, model=args.model)
+    given = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
+    common = dict(engine=engine, model=args.model)
+    rating = {**given, **common}
+    rating.pop("negatives", None)
+    rating.pop("support_negatives", None)
+    ranking = {k: v for k, v in given.items() if k != "init"}
+    ranking.update(common)
+    if args.model == "melu":
+        rating.setdefault("init", "random")
+        if args.support_encoder:
+            raise CLIError("--support-encoder is a MetaMF option (--model mf)")
+    if args.loss in ("softmax", "bpr", "logistic"):
+        ranking["loss"] = args.loss
+    if args.init is not None and args.loss in ("softmax", "bpr", "logistic"):
+        raise CLIError(f"--init {args.init} starts a rating model; --loss {args.loss} trains ranking models only")
+    objectives = {"auto": "auto", "mse": ("rating",)}.get(args.loss, ("ranking",))
+    return (objectives, dataclasses.replace(RATING_DEFAULT, **rating),
+            dataclasses.replace(RANKING_DEFAULT, **ranking))
 
 
 def _save_torch(path: Path, obj: Any) -> Path:
@@ -124,7 +172,7 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
     if args.command == "demo" and args.dataset != "synthetic":
         raise CLIError("demo runs on the embedded synthetic data; use 'metarec-fast train --dataset ...' for others")
     setup_threads(args.threads)
-    meta = _meta_config(args)
+    objectives, meta, rank_meta = _meta_configs(args)
     if args.model == "melu":
         args.engine_timing = False
     spec = dataset_spec(args)
@@ -147,7 +195,8 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
                                                          threshold=args.threshold, eval_ks=args.ks))
         if args.engine_timing and metas and not state["timing"] and args.model == "mf":
             say(args, "timing one meta-step per algorithm with engines cpp and torch")
-            state["timing"] = reports.engine_timing(split.train, metas, meta, random_state=seed)
+            timing_cfg = rank_meta if (objectives == ("ranking",) or split.train.implicit) else meta
+            state["timing"] = reports.engine_timing(split.train, metas, timing_cfg, random_state=seed)
         if args.save_models:
             _save_models(args, spec, models_dir, seed, scorers, data, state, split.val)
 
@@ -155,14 +204,15 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
                f"seeds {' '.join(map(str, args.seeds))}")
     report = experiments.run(
         data, scenario=args.scenario, support=args.support, query=args.query, by=args.by, seeds=args.seeds,
-        algorithms=algorithms, meta=meta, ks=args.ks, threshold=args.threshold, dataset_name=spec["dataset"],
-        show_progress=not args.quiet,
+        algorithms=algorithms, meta=meta, rank_meta=rank_meta, objectives=objectives, tune=args.tune,
+        ks=args.ks, threshold=args.threshold, dataset_name=spec["dataset"], show_progress=not args.quiet,
         split_kwargs={"val_fraction": args.val_fraction, "test_fraction": args.test_fraction},
         on_seed=on_seed, trainer_class=trainer_class)
     if rank != 0:
         return 0
     out = report.to_dict()
     out["config"].update(command=args.command, data=spec, engine=meta.engine, world_size=world)
+    out["comparison"] = report.comparison()
     out["support_sweep"] = reports.mean_sweeps(state["sweeps"]) if args.support_sweep else None
     out["engine_timing"] = state["timing"]
     out["models"] = state["saved"]
@@ -173,6 +223,11 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
 
     # One seed: no "± 0.0000" columns.
     print(format_table(report.results if len(args.seeds) > 1 else [{**r, "std": {}} for r in report.results]))
+    cfg = report.config
+    print(f"ranking: {cfg.get('candidates')} items as candidates ({'new items among new items' if cfg.get('candidates') == 'cold' else 'the whole catalogue'}, "
+          f"support items excluded); ties in {cfg.get('ties')}")
+    print("against the best baseline (mean paired difference, positive = better; seeds won; paired t-test):")
+    print(report.comparison())
     print_written(path, plots, note)
     if state["best"]:
         example = ",".join(f"{i}:{r}" for i, r in zip(data.item_raw_ids[:3].tolist(), (5, 4, 1)))
@@ -197,7 +252,7 @@ def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, s
             continue  # baselines are refitted by `evaluate`
         name = f"{scorer.name}-seed{seed}"
         model = learner.model
-        model_args = {"n_items": int(data.n_items), "dim": args.dim, "loss": model.loss}
+        model_args = {"n_items": int(data.n_items), "dim": int(getattr(model, "dim", 0)), "loss": model.loss}
         pt = _save_torch(folder / f"{name}.pt", {
             "format": "metarec-fast-model", "version": 1, "model": type(model).__name__,
             "model_args": model_args, "algorithm": learner.algorithm, "engine": learner.engine,
@@ -209,13 +264,19 @@ def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, s
             bundle = rec.save(folder / f"{name}.npz")
             entry["bundle"] = str(bundle)
         state["saved"].append(entry)
-    # The best meta-learner by validation loss becomes models/bundle.npz.
+    # The best meta-learner by validation loss becomes models/bundle.npz: among the
+    # ranking models when there are some (a bundle serves top-k lists), else the rating ones.
+    ranking = {s.name for s in scorers if getattr(getattr(s, "learner", None), "model", None) is not None
+               and s.learner.model.loss == "logistic"}
     for entry in state["saved"]:
-        if entry["seed"] != seed or "bundle" not in entry:
+        if entry["seed"] != seed or "bundle" not in entry or (ranking and entry["model"] not in ranking):
             continue
         val = entry.get("val_loss")
         if val is None:
-            val = _val_loss(next(s for s in scorers if s.name == entry["model"]), split_val)
+            scorer = next(s for s in scorers if s.name == entry["model"])
+            val = getattr(scorer, "validation_loss", None)
+            if val is None:
+                val = _val_loss(scorer, split_val)
             entry["val_loss"] = val
         if state["best"] is None or (val is not None and val < state["best"][2]):
             import shutil

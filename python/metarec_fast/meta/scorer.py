@@ -54,6 +54,8 @@ class MetaScorer:
         if not hasattr(self, "positive_threshold"):
             self.positive_threshold = None
         self.random_state = random_state
+        #: The trainer's best validation loss, when the scorer was built from a fitted trainer's run.
+        self.validation_loss: float | None = None
 
     def _support_negatives(self, tasks: Any) -> np.ndarray | None:
         if not self.support_negatives:
