@@ -134,4 +134,7 @@ def install(monkeypatch: Any, module: Any) -> Recorder:
     monkeypatch.setattr(_gpu, "cuda_module", lambda: core)
     monkeypatch.setattr(_gpu, "resolve_device", resolve)
     monkeypatch.setattr(_gpu, "launch_context", lambda device: (0, 0))
+    from metarec_fast.meta import cpp_engine
+
+    monkeypatch.setattr(cpp_engine, "_on_cuda", lambda H: True)  # the engine's Function takes its CUDA launcher
     return core

@@ -149,11 +149,14 @@ def topk(
 def _dot_inputs(queries: Any, items: Any, item_bias: Any, device: Any = None) -> tuple[Any, Any, Any]:
     """Queries, items and bias read and checked once, for either device."""
     q = as_float_array(queries, "queries", 2, device=device)
+    # NaN/inf in items: the CPU kernel finds it while it packs them (a
+    # ValueError naming the first position), saving a pass over the catalogue;
+    # the CUDA kernel does not scan them, so on a GPU one reduction does here.
     it = as_float_array(items, "items", 2, finite=False, device=device)
     if dtype_name(it) != dtype_name(q):
         raise TypeError(f"items must have dtype {dtype_name(q)} like queries, got {dtype_name(it)}")
-    # NaN/inf in items is detected by the kernel while it packs them (a
-    # ValueError naming the first position), saving a pass over the catalogue.
+    if device is not None:
+        check_finite(it, "items")
     if q.shape[1] != it.shape[1]:
         raise ValueError(
             f"queries and items must have the same number of columns d, got "
