@@ -19,13 +19,12 @@ how well latency is hidden.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
 
 from metarec_fast import ops
-from metarec_fast._bench import copy_bandwidth
+from metarec_fast._bench import copy_bandwidth, time_calls
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -229,13 +228,7 @@ def test_copy_bandwidth(benchmark, impl):
 
 
 def _median(fn, rounds=11):
-    fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return time_calls(fn, rounds, np.median)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ asan=$(g++ -print-file-name=libasan.so)
 ubsan=$(g++ -print-file-name=libubsan.so)
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(tests/test_topk.py tests/test_embedding.py tests/test_metrics.py
-                                  tests/test_adapt_kernel.py tests/test_serving.py tests/test_reliability.py)
+                                  tests/test_adapt.py tests/test_serving.py tests/test_reliability.py)
 # detect_leaks=0 here: CPython's own allocations at exit drown real reports;
 # the kernels' leaks are checked by leak_check above (and the bindings' by the
 # repeated-call memory test).

@@ -39,3 +39,46 @@ def ml100k(ml100k_path):
     from metarec_fast.data import load_ml100k
 
     return load_ml100k(ml100k_path)
+
+
+# ---------------------------------------------------------------- devices
+# One parameter for the tests every device must pass (bad inputs, edge cases,
+# gradients): "cpu"; "cuda" where metarec-fast was built with CUDA and a GPU is
+# present; and "cuda-emulated" everywhere a C++ compiler is: the real CUDA
+# bindings and kernels under the host emulation (tests/cuda_backends.py), so
+# the CUDA branch of every wrapper runs in CPU-only CI.
+DEVICES = ["cpu", "cuda-emulated", "cuda"]
+
+
+@pytest.fixture(scope="session")
+def emulated_cuda_module(tmp_path_factory):
+    import cuda_backends
+
+    reason = cuda_backends.unavailable_reason()
+    if reason:
+        pytest.skip(f"emulated CUDA backend: {reason}")
+    return cuda_backends.build(tmp_path_factory.mktemp("cuda_emu_module"))
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch, emulated_cuda_module):
+    """``device="cuda"`` runs the real CUDA wrappers and kernels, emulated on the host."""
+    pytest.importorskip("torch")
+    import cuda_backends
+
+    return cuda_backends.install(monkeypatch, emulated_cuda_module)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The device string to pass as ``device=``: "cpu" or "cuda" (real or emulated)."""
+    if request.param == "cpu":
+        return "cpu"
+    if request.param == "cuda":
+        from metarec_fast import _gpu
+
+        if not _gpu.cuda_available():
+            pytest.skip("needs metarec-fast built with METAREC_CUDA=ON and a CUDA device")
+        return "cuda"
+    request.getfixturevalue("emulated_cuda")
+    return "cuda"

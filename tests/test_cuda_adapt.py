@@ -459,6 +459,9 @@ def host_cuda(monkeypatch):
     monkeypatch.setattr(_gpu, "cuda_module", lambda: module)
     monkeypatch.setattr(_gpu, "stream_handle", lambda device: 0)
     monkeypatch.setattr(cpp_engine, "_on_cuda", lambda H: True)
+    real = _gpu.resolve_device
+    cpu = torch.device("cpu")  # device="cuda" takes the CUDA branch, on CPU tensors
+    monkeypatch.setattr(_gpu, "resolve_device", lambda device, **kw: cpu if device == "cuda" else real(device, **kw))
     return module
 
 
@@ -503,8 +506,7 @@ def test_public_op_plumbing(host_cuda):
     support = (pb["s_indptr"], pb["s_items"], pb["s_targets"])
     kw = dict(alpha=pb["alpha_p"], alpha_b=0.1, steps=4, l2=0.02, query=(pb["q_indptr"], pb["q_items"]))
     want = linear_head_adapt(pb["H"], pb["c"], support, pb["p0"], pb["b0"], **kw)
-    got = adapt_ops._adapt_cuda(pb["H"], pb["c"], support, pb["p0"], pb["b0"], kw["alpha"], 0.1, 4, 0.02, "mse",
-                                kw["query"], torch.device("cpu"))
+    got = linear_head_adapt(pb["H"], pb["c"], support, pb["p0"], pb["b0"], **kw, device="cuda")
     for name in ("p", "b", "query_pred", "trajectory"):
         assert torch.is_tensor(getattr(got, name))
         np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(want, name), err_msg=name)
@@ -519,15 +521,15 @@ def test_public_op_plumbing_with_device_tensors(host_cuda, monkeypatch):
     query = (pb["q_indptr"], pb["q_items"])
     want = linear_head_adapt(pb["H"], pb["c"], support, pb["p0"][0], pb["b0"][0], alpha=pb["alpha_p"],
                              alpha_b=0.1, steps=3, query=query)
-    got = adapt_ops._adapt_cuda(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]),
-                                t(pb["b0"][:1]), t(pb["alpha_p"]), None if pb["alpha_p"].size == 1 else 0.1,
-                                3, 0.0, "mse", tuple(map(t, query)), torch.device("cpu"))
+    got = linear_head_adapt(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]), t(pb["b0"][:1]),
+                            alpha=t(pb["alpha_p"]), alpha_b=None if pb["alpha_p"].size == 1 else 0.1, steps=3,
+                            l2=0.0, loss="mse", query=tuple(map(t, query)), device="cuda")
     for name in ("p", "b", "query_pred", "trajectory"):
         np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(want, name), err_msg=name)
     with pytest.raises(ValueError, match="query.indptr must have"):
-        adapt_ops._adapt_cuda(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]), 0.0, 0.1,
-                              None, 1, 0.0, "mse", (t(pb["q_indptr"][:-1]), t(pb["q_items"])),
-                              torch.device("cpu"))
+        linear_head_adapt(t(pb["H"]), t(pb["c"]), tuple(map(t, support)), t(pb["p0"][0]), 0.0, alpha=0.1,
+                          alpha_b=None, steps=1, l2=0.0, loss="mse",
+                          query=(t(pb["q_indptr"][:-1]), t(pb["q_items"])), device="cuda")
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd"])

@@ -15,15 +15,13 @@ run everywhere:
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cuda_support import cuda_tests
-from metarec_fast import _core, _gpu, ops
+from metarec_fast import _gpu, ops
 from test_embedding import (
     SHAPES,
     bag_problem,
@@ -273,44 +271,12 @@ def test_cuda_side_stream_and_device_kinds():
 
 @gpu
 def test_cuda_bad_inputs():
+    # The input checks run on every device in tests/test_embedding.py (the
+    # `device` fixture: test_bad_* and test_bad_inputs_as_tensors); here only
+    # the device rules with real CUDA tensors.
     table = torch.ones((10, 4), device="cuda")
     ids = torch.tensor([1, 2, 3, 4], device="cuda")
     offsets = torch.tensor([0, 2], device="cuda")
-    g = torch.ones((2, 4), device="cuda")
-    with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
-        ops.embedding_bag(table, torch.tensor([1, 10, -1, 99], device="cuda"), offsets)
-    with pytest.raises(IndexError, match=r"ids contains id -1, outside \[0, 10\)"):
-        ops.gather(table, torch.tensor([[1, 2], [-1, 99]], device="cuda"))
-    with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
-        ops.embedding_bag_backward(g, torch.tensor([0, 5, 1, 1], device="cuda"), offsets, 5)
-    with pytest.raises(IndexError, match="ids contains id 10"):
-        ops.embedding_bag_weight_grad(g, table, torch.tensor([0, 10, 1, 1], device="cuda"), offsets)
-    with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
-        ops.embedding_bag(table, ids, torch.tensor([1, 2], device="cuda"))
-    with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
-        ops.embedding_bag(table, ids, torch.tensor([0, 3, 1], device="cuda"))
-    with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
-        ops.embedding_bag(table, ids, torch.tensor([0, 5], device="cuda"))
-    with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
-        ops.embedding_bag(table, ids, torch.zeros(0, dtype=torch.int64, device="cuda"))
-    with pytest.raises(ValueError, match="ids must be 2-d"):
-        ops.embedding_bag(table, ids)
-    with pytest.raises(TypeError, match="ids must have an integer dtype, got float32"):
-        ops.embedding_bag(table, ids.float(), offsets)
-    with pytest.raises(TypeError, match="weights must have dtype float32"):
-        ops.embedding_bag(table, ids, offsets, weights=torch.ones(4, dtype=torch.float64, device="cuda"))
-    w = torch.ones(4, device="cuda")
-    w[2] = float("nan")
-    with pytest.raises(ValueError, match="weights contains NaN or inf"):
-        ops.embedding_bag(table, ids, offsets, weights=w)
-    with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
-        ops.embedding_bag(table, ids, offsets, weights=torch.ones(3, device="cuda"))
-    with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        ops.embedding_bag(table, ids, offsets, weights=torch.ones(4, device="cuda"), mode="mean")
-    with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
-        ops.embedding_bag_backward(torch.ones((3, 4), device="cuda"), ids, offsets, 10)
-    with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
-        ops.embedding_bag_weight_grad(torch.ones((2, 3), device="cuda"), table, ids, offsets)
     with pytest.raises(ValueError, match="is on the CPU"):
         ops.embedding_bag(table, ids.cpu(), offsets)
     with pytest.raises(ValueError, match="device='cpu'"):
@@ -386,139 +352,15 @@ def test_bad_device_string(bag):
 
 
 # ---------------------------------------------------------------------------
-# Everywhere: the Python CUDA branch end to end, through an emulated _cuda
-# module. The emulated launchers read and write tensor memory by address
-# exactly as the real ones do (same argument order, same workspace layout),
-# computing with the CPU kernels, so every wrapper step runs on CPU tensors.
-
-
-def _view(addr, n, dtype):
-    """A numpy array over n elements at a raw address (None for address 0)."""
-    if n == 0:
-        return np.zeros(0, dtype)
-    if addr == 0:
-        return None
-    ctype = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int64: ctypes.c_int64}[dtype]
-    return np.ctypeslib.as_array((ctype * n).from_address(addr))
-
-
-class FakeCuda:
-    """The launchers of cpp/cuda/bindings/embedding.cpp, emulated on the host."""
-
-    def __init__(self):
-        self.calls = []
-        self.embedding_group_layout = _gpu.cuda_module().embedding_group_layout if _gpu.built_with_cuda() else _layout
-        for suffix, dt in (("f32", np.float32), ("f64", np.float64)):
-            setattr(self, f"embedding_gather_{suffix}", self._gather(dt))
-            setattr(self, f"embedding_bag_forward_{suffix}", self._forward(dt))
-            setattr(self, f"embedding_bag_backward_{suffix}", self._backward(dt))
-            setattr(self, f"embedding_bag_weight_grad_{suffix}", self._weight_grad(dt))
-
-    def _gather(self, dt):
-        def f(table, num_rows, dim, ids, n_ids, out, stream, device):
-            self.calls.append("gather")
-            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
-            i = _view(ids, n_ids, np.int64)
-            _view(out, n_ids * dim, dt)[:] = _core.embedding_gather(t, i.copy(), 1).reshape(-1)
-        return f
-
-    def _forward(self, dt):
-        def f(table, num_rows, dim, ids, n_ids, offsets, n_bags, weights, mean, out, stream, device):
-            self.calls.append("forward")
-            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
-            i = _view(ids, n_ids, np.int64).copy()
-            o = _view(offsets, n_bags, np.int64).copy()
-            w = None if weights == 0 else _view(weights, n_ids, dt).copy()
-            res = _core.embedding_bag_forward(t, i, o, w, "mean" if mean else "sum", 1)
-            _view(out, n_bags * dim, dt)[:] = res.reshape(-1)
-        return f
-
-    def embedding_check(self, ids, n_ids, num_rows, offsets, n_bags, result, stream, device):
-        self.calls.append("check")
-        i = _view(ids, n_ids, np.int64)
-        o = _view(offsets, n_bags, np.int64)
-        r = _view(result, 4, np.int64)
-        bad = np.flatnonzero((i < 0) | (i >= num_rows))
-        down = np.flatnonzero(o[1:] < o[:-1]) + 1 if n_bags else np.zeros(0, np.int64)
-        r[0] = bad[0] if len(bad) else -1
-        r[1] = down[0] if len(down) else -1
-        if n_bags:
-            r[2], r[3] = o[0], o[-1]
-
-    def embedding_group(self, ids, n_ids, offsets, n_bags, num_rows, workspace, stream, device):
-        self.calls.append("group")
-        lay = self.embedding_group_layout(n_ids)
-        ws = _view(workspace, lay["words"], np.int64)
-        i = _view(ids, n_ids, np.int64)
-        perm = np.argsort(i, kind="stable")
-        srt = i[perm]
-        heads = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]]) if n_ids else np.zeros(0, np.int64)
-        ws[lay["sorted_rows"]: lay["sorted_rows"] + n_ids] = srt
-        ws[lay["perm"]: lay["perm"] + n_ids] = perm
-        ws[lay["rows"]: lay["rows"] + len(heads)] = srt[heads]
-        ws[lay["starts"]: lay["starts"] + len(heads)] = heads
-        ws[lay["starts"] + len(heads)] = n_ids
-        ws[lay["n_unique"]] = len(heads)
-        self.offsets = _view(offsets, n_bags, np.int64).copy()
-
-    def _backward(self, dt):
-        def f(grad_out, n_bags, dim, offsets, n_ids, weights, mean, workspace, n_launch, dense,
-              num_rows, dest, stream, device):
-            self.calls.append("dense" if dense else "sparse")
-            lay = self.embedding_group_layout(n_ids)
-            ws = _view(workspace, lay["words"], np.int64)
-            n_unique = min(int(ws[lay["n_unique"]]), n_launch)
-            rows = ws[lay["rows"]: lay["rows"] + n_unique]
-            starts = ws[lay["starts"]: lay["starts"] + n_unique + 1]
-            perm = ws[lay["perm"]: lay["perm"] + n_ids]
-            g = _view(grad_out, n_bags * dim, dt).reshape(n_bags, dim)
-            offs = _view(offsets, n_bags, np.int64)
-            w = None if weights == 0 else _view(weights, n_ids, dt)
-            bag_of = np.searchsorted(offs, np.arange(n_ids), side="right") - 1
-            ends = np.append(offs[1:], n_ids)
-            out = _view(dest, (num_rows if dense else n_unique) * dim, dt).reshape(-1, dim)
-            if dense:
-                out[:] = 0
-            for u in range(n_unique):
-                acc = np.zeros(dim, dt)
-                for s in range(starts[u], starts[u + 1]):
-                    j, b = perm[s], bag_of[perm[s]]
-                    if w is not None:
-                        acc = acc + w[j] * g[b]
-                    elif mean:
-                        acc = acc + (dt(1) / dt(ends[b] - offs[b])) * g[b]
-                    else:
-                        acc = acc + g[b]
-                out[rows[u] if dense else u] = acc
-        return f
-
-    def _weight_grad(self, dt):
-        def f(grad_out, n_bags, table, num_rows, dim, ids, n_ids, offsets, out, stream, device):
-            self.calls.append("weight_grad")
-            g = _view(grad_out, n_bags * dim, dt).reshape(n_bags, dim)
-            t = _view(table, num_rows * dim, dt).reshape(num_rows, dim)
-            i = _view(ids, n_ids, np.int64).copy()
-            o = _view(offsets, n_bags, np.int64).copy()
-            _view(out, n_ids, dt)[:] = _core.embedding_bag_weight_grad(g.copy(), t, i, o, 1)
-        return f
-
-
-def _layout(n):
-    return dict(words=7 * n + 2, sorted_rows=0, perm=n, rows=5 * n, starts=6 * n, n_unique=7 * n + 1)
+# Everywhere: the Python CUDA branch end to end, through the real CUDA
+# bindings, launchers and kernels compiled for the host emulation
+# (tests/cuda_backends.py; CPU torch tensors stand in for device memory). The
+# check kernels, the workspace layout and the sparse sizing are the real ones.
 
 
 @pytest.fixture
-def fake_cuda(monkeypatch):
-    fake = FakeCuda()
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(_gpu, "cuda_module", lambda: fake)
-    real = _gpu.resolve_device
-    # device="cuda" takes the CUDA branch (on CPU tensors); anything else as usual
-    monkeypatch.setattr(
-        _gpu, "resolve_device", lambda device, **inputs: cpu if device == "cuda" else real(device, **inputs)
-    )
-    monkeypatch.setattr(_gpu, "stream_handle", lambda device: 0)
-    return fake
+def fake_cuda(emulated_cuda):
+    return emulated_cuda
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -549,7 +391,7 @@ def test_python_cuda_branch_emulated(fake_cuda, dtype, mode, weighted, shape):
         assert "group" in fake_cuda.calls and "forward" in fake_cuda.calls
 
 
-def test_python_cuda_branch_emulated_2d_ids_and_errors(fake_cuda):
+def test_python_cuda_branch_emulated_2d_ids(fake_cuda):
     rng = np.random.default_rng(3)
     table = rng.standard_normal((40, 6))
     ids = rng.integers(0, 40, (7, 4))
@@ -562,70 +404,15 @@ def test_python_cuda_branch_emulated_2d_ids_and_errors(fake_cuda):
     assert wg.shape == (7, 4)
     np.testing.assert_array_equal(wg.numpy(), ops.embedding_bag_weight_grad(g, table, ids))
     assert ops.gather(table, 5, device="cuda").shape == (6,)
-    # the same checks and messages as the CPU path
-    t32 = np.ones((10, 4), np.float32)
-    i4 = np.array([1, 2, 3, 4])
-    o2 = np.array([0, 2])
-    with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
-        ops.embedding_bag(t32, [1, 10, -1, 99], o2, device="cuda")
-    with pytest.raises(IndexError, match=r"ids contains id 12, outside \[0, 10\)"):
-        ops.gather(t32, torch.tensor([[0, 12], [13, 1]]), device="cuda")
-    with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), [0, 5, 1, 1], o2, 5, device="cuda")
-    with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
-        ops.embedding_bag(t32, i4, torch.tensor([1, 2]), device="cuda")
-    with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
-        ops.embedding_bag(t32, torch.tensor(i4), [0, 3, 1], device="cuda")
-    with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
-        ops.embedding_bag(t32, i4, [0, 5], device="cuda")
-    with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
-        ops.embedding_bag(t32, i4, [], device="cuda")
-    with pytest.raises(ValueError, match="ids must be 1-d"):
-        ops.embedding_bag(t32, torch.tensor([[1, 2]]), [0], device="cuda")
-    with pytest.raises(ValueError, match="ids must be 2-d"):
-        ops.embedding_bag(t32, i4, device="cuda")
-    with pytest.raises(TypeError, match="ids must have an integer dtype, got float32"):
-        ops.embedding_bag(t32, torch.tensor([1.0, 2.0]), [0], device="cuda")
-    with pytest.raises(TypeError, match="ids must have an integer dtype, got bool"):
-        ops.gather(t32, np.array([True, False]), device="cuda")
-    with pytest.raises(TypeError, match=r"weights must have dtype float32 \(the table's dtype\), got float64"):
-        ops.embedding_bag(t32, i4, o2, weights=np.ones(4), device="cuda")
-    with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
-        ops.embedding_bag(t32, i4, o2, weights=np.ones(3, np.float32), device="cuda")
-    bad_w = torch.ones(4)
-    bad_w[2] = float("inf")
-    with pytest.raises(ValueError, match="weights contains NaN or inf"):
-        ops.embedding_bag(t32, i4, o2, weights=bad_w, device="cuda")
-    with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), i4, o2, 10, np.ones(4, np.float32), "mean",
-                                   device="cuda")
-    with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
-        ops.embedding_bag_backward(np.ones((3, 4), np.float32), i4, o2, 10, device="cuda")
-    with pytest.raises(ValueError, match="num_rows must be non-negative, got -1"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), i4, o2, -1, device="cuda")
-    with pytest.raises(TypeError, match="grad_out must have dtype float32"):
-        ops.embedding_bag_weight_grad(np.ones((2, 4)), t32, i4, o2, device="cuda")
-    with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
-        ops.embedding_bag_weight_grad(np.ones((2, 3), np.float32), t32, i4, o2, device="cuda")
-    with pytest.raises(ValueError, match="mode must be 'sum' or 'mean', got 'max'"):
-        ops.embedding_bag(t32, i4, o2, mode="max", device="cuda")
-    with pytest.raises(TypeError, match="float32 or float64"):
-        ops.embedding_bag(t32.astype(np.int64), i4, o2, device="cuda")
+    # the checks and messages: on every device in tests/test_embedding.py (test_bad_*)
 
 
-@pytest.mark.skipif(not _gpu.built_with_cuda(), reason="needs metarec-fast built with METAREC_CUDA=ON")
-def test_emulated_launchers_have_the_real_signatures():
-    # The emulation above is only a check of the Python branch if it takes the
-    # same arguments, in the same order, as the compiled launchers.
-    import inspect
-    import re
-
-    real, fake = _gpu.cuda_module(), FakeCuda()
+def test_emulated_backend_is_the_real_module(emulated_cuda_module):
+    # The emulation runs the compiled bindings themselves (no stand-in whose
+    # signatures could drift): the launchers of cpp/cuda/bindings/embedding.cpp
+    # and the real workspace layout.
+    real = emulated_cuda_module
     names = [n for n in dir(real) if n.startswith("embedding_") and n != "embedding_group_layout"]
-    assert len(names) == 10
-    for name in names:
-        doc = getattr(real, name).__doc__
-        real_params = re.findall(r"(\w+): ", doc.split("->")[0].split("(", 1)[1])
-        fake_params = list(inspect.signature(getattr(fake, name)).parameters)
-        assert real_params == fake_params, name
-    assert real.embedding_group_layout(5) == {**_layout(5), "words": 37}
+    assert len(names) == 11  # 4 launchers x 2 dtypes, check, check_ids, group
+    assert real.embedding_group_layout(5) == {
+        **dict(words=7 * 5 + 2, sorted_rows=0, perm=5, rows=5 * 5, starts=6 * 5, n_unique=7 * 5 + 1), "words": 37}

@@ -233,36 +233,18 @@ def test_topk_dot_streams_devices_and_views():
 
 
 def test_topk_dot_bad_inputs_on_gpu():
+    # The input checks run on every device in tests/test_topk.py
+    # (test_topk_dot_bad_inputs with the `device` fixture); here CUDA tensors.
     q = np.zeros((3, 4), np.float32)
     it = np.zeros((5, 4), np.float32)
     with pytest.raises(TypeError, match="float64"):
         ops.topk_dot(cu(q), cu(it.astype(np.float64)), 2)
-    with pytest.raises(TypeError, match="float64"):
-        ops.topk_dot(q, it, 2, item_bias=np.zeros(5), device="cuda")
-    with pytest.raises(TypeError, match="int32"):
-        ops.topk_dot(q.astype(np.int32), it, 2, device="cuda")
-    with pytest.raises(ValueError, match=r"d=4.*d=3"):
-        ops.topk_dot(cu(q), cu(np.zeros((5, 3), np.float32)), 2)
-    with pytest.raises(ValueError, match=r"\(5\), got 6"):
-        ops.topk_dot(q, it, 2, item_bias=np.zeros(6, np.float32), device="cuda")
-    with pytest.raises(ValueError, match="got 0"):
-        ops.topk_dot(cu(q), cu(it), 0)
-    with pytest.raises(TypeError, match="str"):
-        ops.topk_dot(cu(q), cu(it), "3")
     for name in ("queries", "items", "item_bias"):
         qq, ii, bb = q.copy(), it.copy(), np.zeros(5, np.float32)
         target = {"queries": qq, "items": ii, "item_bias": bb}[name]
         target.reshape(-1)[3] = np.nan
         with pytest.raises(ValueError, match=name + " contains NaN"):
             ops.topk_dot(cu(qq), cu(ii), 2, item_bias=cu(bb))
-    it_bad = it.copy()
-    it_bad[2, 1] = np.inf
-    with pytest.raises(ValueError, match=r"items contains NaN or inf at index \(2, 1\)"):
-        ops.topk_dot(cu(q), cu(it_bad), 2)
-    with pytest.raises(ValueError, match="4 entries, got 2"):
-        ops.topk_dot(cu(q), cu(it), 2, exclude=(np.array([0, 1]), np.array([0])))
-    with pytest.raises(IndexError, match="column 5"):
-        ops.topk_dot(cu(q), cu(it), 2, exclude=(np.array([0, 0, 0, 1]), np.array([5])))
 
 
 def test_topk_dot_large_against_torch():
@@ -369,18 +351,11 @@ def test_topk_nan_is_reported_with_its_position():
 
 
 def test_topk_bad_inputs_on_gpu():
+    # On every device in tests/test_topk.py (test_topk_bad_inputs); here CUDA tensors.
     s = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match="-2"):
         ops.topk(cu(s), -2)
-    with pytest.raises(TypeError, match="bool"):
-        ops.topk(cu(s), True)
-    with pytest.raises(TypeError, match="int64"):
-        ops.topk(np.zeros((3, 4), np.int64), 2, device="cuda")
     with pytest.raises(ValueError, match="2-dimensional"):
         ops.topk(cu(np.zeros(4, np.float32)), 2)
-    with pytest.raises(ValueError, match="4 entries, got 3"):
-        ops.topk(cu(s), 2, exclude=(np.array([0, 1, 1]), np.array([0])))
     with pytest.raises(IndexError, match="column 9"):
         ops.topk(cu(s), 2, exclude=(np.array([0, 1, 1, 1]), np.array([9])))
-    with pytest.raises(ValueError, match="num_threads"):
-        ops.topk(cu(s), 2, num_threads=0)

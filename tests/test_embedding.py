@@ -467,7 +467,8 @@ def test_property_sgd(num_rows, rows, seed):
 
 
 # ---------------------------------------------------------------------------
-# bad input
+# bad input: every case on every device (conftest.py's `device`: the CPU, the
+# real CUDA kernels under the host emulation, a GPU when present), same messages
 
 
 @pytest.fixture
@@ -478,91 +479,157 @@ def bag():
     return table, ids, offsets
 
 
-def test_bad_dtypes(bag):
+def test_bad_dtypes(bag, device):
     table, ids, offsets = bag
     with pytest.raises(TypeError, match="float32 or float64, got int64"):
-        ops.embedding_bag(table.astype(np.int64), ids, offsets)
+        ops.embedding_bag(table.astype(np.int64), ids, offsets, device=device)
     with pytest.raises(TypeError, match="ids must have an integer dtype, got float64"):
-        ops.embedding_bag(table, ids.astype(np.float64), offsets)
+        ops.embedding_bag(table, ids.astype(np.float64), offsets, device=device)
     with pytest.raises(TypeError, match="offsets must have an integer dtype"):
-        ops.embedding_bag(table, ids, offsets.astype(np.float32))
+        ops.embedding_bag(table, ids, offsets.astype(np.float32), device=device)
     with pytest.raises(TypeError, match="weights must have dtype float32"):
-        ops.embedding_bag(table, ids, offsets, weights=np.ones(4, np.float64))
+        ops.embedding_bag(table, ids, offsets, weights=np.ones(4, np.float64), device=device)
     with pytest.raises(TypeError, match="ids must have an integer dtype, got bool"):
-        ops.gather(table, np.array([True, False]))
+        ops.gather(table, np.array([True, False]), device=device)
     with pytest.raises(TypeError, match="grad_out must have dtype float32"):
-        ops.embedding_bag_weight_grad(np.ones((2, 4)), table, ids, offsets)
+        ops.embedding_bag_weight_grad(np.ones((2, 4)), table, ids, offsets, device=device)
     with pytest.raises(TypeError, match="num_rows must be an int"):
-        ops.embedding_bag_backward(np.ones((2, 4)), ids, offsets, 10.0)
+        ops.embedding_bag_backward(np.ones((2, 4)), ids, offsets, 10.0, device=device)
 
 
-def test_bad_ids_name_first_bad_id(bag):
+def test_bad_ids_name_first_bad_id(bag, device):
     table, ids, offsets = bag
     with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
-        ops.embedding_bag(table, [1, 10, -1, 99], offsets)
+        ops.embedding_bag(table, [1, 10, -1, 99], offsets, device=device)
     with pytest.raises(IndexError, match=r"ids contains id -1, outside \[0, 10\)"):
-        ops.embedding_bag(table, [1, 2, -1, 99], offsets)
+        ops.embedding_bag(table, [1, 2, -1, 99], offsets, device=device)
     with pytest.raises(IndexError, match="ids contains id 12"):
-        ops.gather(table, [[0, 12], [13, 1]])
+        ops.gather(table, [[0, 12], [13, 1]], device=device)
     # the first bad id even when a later chunk (another thread) fails first
     big = np.zeros(200_000, np.int64)
     big[150_000], big[190_000] = 77, 55
     with pytest.raises(IndexError, match="ids contains id 77,"):
-        ops.embedding_bag(table, big, np.arange(0, 200_000, 10), num_threads=2)
+        ops.embedding_bag(table, big, np.arange(0, 200_000, 10), num_threads=2, device=device)
     with pytest.raises(IndexError, match="ids contains id 77,"):
-        ops.gather(table, big, num_threads=2)
+        ops.gather(table, big, num_threads=2, device=device)
     with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), [0, 5, 1, 1], offsets, 5)
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), [0, 5, 1, 1], offsets, 5, device=device)
     with pytest.raises(IndexError, match=r"ids contains id 10"):
-        ops.embedding_bag_weight_grad(np.ones((2, 4), np.float32), table, [0, 10, 1, 1], offsets)
-    with pytest.raises(IndexError, match=r"rows contains id 10, outside \[0, 10\)"):
-        ops.sparse_sgd_(table.copy(), [3, 10], np.ones((2, 4), np.float32), 0.1)
+        ops.embedding_bag_weight_grad(np.ones((2, 4), np.float32), table, [0, 10, 1, 1], offsets, device=device)
+    if device == "cpu":  # the sparse optimisers run on the CPU only
+        with pytest.raises(IndexError, match=r"rows contains id 10, outside \[0, 10\)"):
+            ops.sparse_sgd_(table.copy(), [3, 10], np.ones((2, 4), np.float32), 0.1)
 
 
-def test_bad_offsets(bag):
+def test_bad_offsets(bag, device):
     table, ids, _ = bag
     with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
-        ops.embedding_bag(table, ids, [1, 2])
+        ops.embedding_bag(table, ids, [1, 2], device=device)
     with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
-        ops.embedding_bag(table, ids, [0, 3, 1])
+        ops.embedding_bag(table, ids, [0, 3, 1], device=device)
     with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
-        ops.embedding_bag(table, ids, [0, 5])
+        ops.embedding_bag(table, ids, [0, 5], device=device)
     with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
-        ops.embedding_bag(table, ids, [])
+        ops.embedding_bag(table, ids, [], device=device)
     with pytest.raises(ValueError, match="offsets must be 1-d"):
-        ops.embedding_bag(table, ids, [[0, 2]])
+        ops.embedding_bag(table, ids, [[0, 2]], device=device)
     with pytest.raises(ValueError, match="ids must be 1-d"):
-        ops.embedding_bag(table, [[1, 2]], [0])
+        ops.embedding_bag(table, [[1, 2]], [0], device=device)
     with pytest.raises(ValueError, match="ids must be 2-d"):
-        ops.embedding_bag(table, ids)
+        ops.embedding_bag(table, ids, device=device)
     with pytest.raises(ValueError, match="offsets must start at 0"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, [2, 3], 10)
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, [2, 3], 10, device=device)
 
 
-def test_bad_values_and_shapes(bag):
+def test_bad_values_and_shapes(bag, device):
     table, ids, offsets = bag
     with pytest.raises(ValueError, match="mode must be 'sum' or 'mean', got 'max'"):
-        ops.embedding_bag(table, ids, offsets, mode="max")
+        ops.embedding_bag(table, ids, offsets, mode="max", device=device)
     with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        ops.embedding_bag(table, ids, offsets, weights=np.ones(4, np.float32), mode="mean")
+        ops.embedding_bag(table, ids, offsets, weights=np.ones(4, np.float32), mode="mean", device=device)
     with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, offsets, 10, np.ones(4, np.float32), "mean")
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, offsets, 10, np.ones(4, np.float32), "mean", device=device)
     w = np.ones(4, np.float32)
     w[2] = np.nan
     with pytest.raises(ValueError, match="weights contains NaN or inf at index 2"):
-        ops.embedding_bag(table, ids, offsets, weights=w)
+        ops.embedding_bag(table, ids, offsets, weights=w, device=device)
     with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
-        ops.embedding_bag(table, ids, offsets, weights=np.ones(3, np.float32))
+        ops.embedding_bag(table, ids, offsets, weights=np.ones(3, np.float32), device=device)
     with pytest.raises(ValueError, match="table must be 2-d"):
-        ops.embedding_bag(np.ones(10, np.float32), ids, offsets)
+        ops.embedding_bag(np.ones(10, np.float32), ids, offsets, device=device)
     with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
-        ops.embedding_bag_backward(np.ones((3, 4), np.float32), ids, offsets, 10)
+        ops.embedding_bag_backward(np.ones((3, 4), np.float32), ids, offsets, 10, device=device)
     with pytest.raises(ValueError, match="num_rows must be non-negative, got -1"):
-        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, offsets, -1)
+        ops.embedding_bag_backward(np.ones((2, 4), np.float32), ids, offsets, -1, device=device)
     with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
-        ops.embedding_bag_weight_grad(np.ones((2, 3), np.float32), table, ids, offsets)
+        ops.embedding_bag_weight_grad(np.ones((2, 3), np.float32), table, ids, offsets, device=device)
     with pytest.raises(ValueError, match="num_threads must be None, -1 or a positive integer, got 0"):
-        ops.embedding_bag(table, ids, offsets, num_threads=0)
+        ops.embedding_bag(table, ids, offsets, num_threads=0, device=device)
+
+
+def test_bad_inputs_as_tensors(device):
+    # The same cases with torch tensors (read without numpy on a device), on
+    # every device: were test_cuda_bad_inputs (GPU) and the emulated list.
+    dev = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+
+    def T(x, dtype=None):  # noqa: N802
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+
+    table, ids, offsets, g = T(np.ones((10, 4), np.float32)), T([1, 2, 3, 4]), T([0, 2]), T(np.ones((2, 4), np.float32))
+    kw = dict(device=device)
+    with pytest.raises(IndexError, match=r"ids contains id 10, outside \[0, 10\)"):
+        ops.embedding_bag(table, T([1, 10, -1, 99]), offsets, **kw)
+    with pytest.raises(IndexError, match=r"ids contains id -1, outside \[0, 10\)"):
+        ops.gather(table, T([[1, 2], [-1, 99]]), **kw)
+    with pytest.raises(IndexError, match=r"ids contains id 12, outside \[0, 10\)"):
+        ops.gather(table, T([[0, 12], [13, 1]]), **kw)
+    with pytest.raises(IndexError, match=r"ids contains id 5, outside \[0, 5\)"):
+        ops.embedding_bag_backward(g, T([0, 5, 1, 1]), offsets, 5, **kw)
+    with pytest.raises(IndexError, match="ids contains id 10"):
+        ops.embedding_bag_weight_grad(g, table, T([0, 10, 1, 1]), offsets, **kw)
+    with pytest.raises(ValueError, match=r"offsets must start at 0, got offsets\[0\] = 1"):
+        ops.embedding_bag(table, ids, T([1, 2]), **kw)
+    with pytest.raises(ValueError, match=r"non-decreasing, got offsets\[2\] = 1 < offsets\[1\] = 3"):
+        ops.embedding_bag(table, ids, T([0, 3, 1]), **kw)
+    with pytest.raises(ValueError, match=r"offsets\[1\] = 5 is beyond len\(ids\) = 4"):
+        ops.embedding_bag(table, ids, T([0, 5]), **kw)
+    with pytest.raises(ValueError, match="offsets is empty but ids has 4 entries"):
+        ops.embedding_bag(table, ids, T(np.zeros(0, np.int64)), **kw)
+    with pytest.raises(ValueError, match="ids must be 1-d"):
+        ops.embedding_bag(table, T([[1, 2]]), T([0]), **kw)
+    with pytest.raises(ValueError, match="ids must be 2-d"):
+        ops.embedding_bag(table, ids, **kw)
+    with pytest.raises(TypeError, match="ids must have an integer dtype, got float32"):
+        ops.embedding_bag(table, ids.float(), offsets, **kw)
+    with pytest.raises(TypeError, match="ids must have an integer dtype, got bool"):
+        ops.gather(table, T([True, False]), **kw)
+    with pytest.raises(TypeError, match=r"weights must have dtype float32 \(the table's dtype\), got float64"):
+        ops.embedding_bag(table, ids, offsets, weights=T(np.ones(4)), **kw)
+    w = T(np.ones(4, np.float32))
+    w[2] = float("nan")
+    with pytest.raises(ValueError, match="weights contains NaN or inf"):
+        ops.embedding_bag(table, ids, offsets, weights=w, **kw)
+    w[2] = float("inf")
+    with pytest.raises(ValueError, match="weights contains NaN or inf"):
+        ops.embedding_bag(table, ids, offsets, weights=w, **kw)
+    with pytest.raises(ValueError, match=r"weights must have the shape of ids \(4,\), got \(3,\)"):
+        ops.embedding_bag(table, ids, offsets, weights=T(np.ones(3, np.float32)), **kw)
+    with pytest.raises(ValueError, match="only supported with mode='sum'"):
+        ops.embedding_bag(table, ids, offsets, weights=T(np.ones(4, np.float32)), mode="mean", **kw)
+    with pytest.raises(ValueError, match="only supported with mode='sum'"):
+        ops.embedding_bag_backward(g, ids, offsets, 10, T(np.ones(4, np.float32)), "mean", **kw)
+    with pytest.raises(ValueError, match="grad_out has 3 rows but there are 2 bags"):
+        ops.embedding_bag_backward(T(np.ones((3, 4), np.float32)), ids, offsets, 10, **kw)
+    with pytest.raises(ValueError, match="num_rows must be non-negative, got -1"):
+        ops.embedding_bag_backward(g, ids, offsets, -1, **kw)
+    with pytest.raises(TypeError, match="grad_out must have dtype float32"):
+        ops.embedding_bag_weight_grad(T(np.ones((2, 4))), table, ids, offsets, **kw)
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4\)"):
+        ops.embedding_bag_weight_grad(T(np.ones((2, 3), np.float32)), table, ids, offsets, **kw)
+    with pytest.raises(ValueError, match="mode must be 'sum' or 'mean', got 'max'"):
+        ops.embedding_bag(table, ids, offsets, mode="max", **kw)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.embedding_bag(table.long(), ids, offsets, **kw)
 
 
 def test_bad_optimiser_inputs():

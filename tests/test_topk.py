@@ -354,65 +354,74 @@ def test_topk_dot_torch_in_torch_out():
 # ---------------------------------------------------------------- bad input
 
 
-def test_topk_bad_inputs():
+# Bad input: every case on every device (conftest.py `device`), same messages.
+
+
+def test_topk_bad_inputs(device):
     s = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match="-2"):
-        ops.topk(s, -2)
+        ops.topk(s, -2, device=device)
     with pytest.raises(ValueError, match="got 0"):
-        ops.topk(s, 0)
+        ops.topk(s, 0, device=device)
     with pytest.raises(TypeError, match="float"):
-        ops.topk(s, 2.0)
+        ops.topk(s, 2.0, device=device)
     with pytest.raises(TypeError, match="bool"):
-        ops.topk(s, True)
+        ops.topk(s, True, device=device)
     with pytest.raises(TypeError, match="int64"):
-        ops.topk(np.zeros((3, 4), np.int64), 2)
-    with pytest.raises(ValueError, match=r"\(4,\)"):
-        ops.topk(np.zeros(4, np.float32), 2)
+        ops.topk(np.zeros((3, 4), np.int64), 2, device=device)
+    with pytest.raises(ValueError, match=r"2-dimensional, got shape \(4,\)"):
+        ops.topk(np.zeros(4, np.float32), 2, device=device)
     bad = s.copy()
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"NaN.*\(1, 2\)"):
-        ops.topk(bad, 2)
+        ops.topk(bad, 2, device=device)
     with pytest.raises(ValueError, match="4 entries, got 3"):
-        ops.topk(s, 2, exclude=(np.array([0, 1, 1]), np.array([0])))
+        ops.topk(s, 2, exclude=(np.array([0, 1, 1]), np.array([0])), device=device)
     with pytest.raises(ValueError, match=r"shape \(3, 4\), got \(2, 4\)"):
-        ops.topk(s, 2, exclude=sp.csr_matrix((2, 4)))
+        ops.topk(s, 2, exclude=sp.csr_matrix((2, 4)), device=device)
     with pytest.raises(IndexError, match="column 9"):
-        ops.topk(s, 2, exclude=(np.array([0, 1, 1, 1]), np.array([9])))
+        ops.topk(s, 2, exclude=(np.array([0, 1, 1, 1]), np.array([9])), device=device)
     with pytest.raises(TypeError, match="CSR"):
-        ops.topk(s, 2, exclude=[[0], [1], [2]])
+        ops.topk(s, 2, exclude=[[0], [1], [2]], device=device)
     with pytest.raises(ValueError, match="num_threads"):
-        ops.topk(s, 2, num_threads=0)
+        ops.topk(s, 2, num_threads=0, device=device)
 
 
-def test_topk_dot_bad_inputs():
+def test_topk_dot_bad_inputs(device):
     q = np.zeros((3, 4), np.float32)
     it = np.zeros((5, 4), np.float32)
     with pytest.raises(TypeError, match="float64"):
-        ops.topk_dot(q, it.astype(np.float64), 2)
+        ops.topk_dot(q, it.astype(np.float64), 2, device=device)
     with pytest.raises(TypeError, match="float64"):
-        ops.topk_dot(q, it, 2, item_bias=np.zeros(5))
+        ops.topk_dot(q, it, 2, item_bias=np.zeros(5), device=device)
     with pytest.raises(TypeError, match="int32"):
-        ops.topk_dot(q.astype(np.int32), it, 2)
+        ops.topk_dot(q.astype(np.int32), it, 2, device=device)
     with pytest.raises(ValueError, match=r"d=4.*d=3"):
-        ops.topk_dot(q, np.zeros((5, 3), np.float32), 2)
+        ops.topk_dot(q, np.zeros((5, 3), np.float32), 2, device=device)
     with pytest.raises(ValueError, match=r"\(5\), got 6"):
-        ops.topk_dot(q, it, 2, item_bias=np.zeros(6, np.float32))
+        ops.topk_dot(q, it, 2, item_bias=np.zeros(6, np.float32), device=device)
     with pytest.raises(ValueError, match="-1"):
-        ops.topk_dot(q, it, -1)
+        ops.topk_dot(q, it, -1, device=device)
     with pytest.raises(TypeError, match="str"):
-        ops.topk_dot(q, it, "3")
+        ops.topk_dot(q, it, "3", device=device)
     for name in ("queries", "items", "item_bias"):
         qq, ii, bb = q.copy(), it.copy(), np.zeros(5, np.float32)
         target = {"queries": qq, "items": ii, "item_bias": bb}[name]
         target.reshape(-1)[3] = np.nan
         with pytest.raises(ValueError, match=name + " contains NaN"):
-            ops.topk_dot(qq, ii, 2, item_bias=bb)
+            ops.topk_dot(qq, ii, 2, item_bias=bb, device=device)
     with pytest.raises(ValueError, match="4 entries, got 2"):
-        ops.topk_dot(q, it, 2, exclude=(np.array([0, 1]), np.array([0])))
+        ops.topk_dot(q, it, 2, exclude=(np.array([0, 1]), np.array([0])), device=device)
     with pytest.raises(IndexError, match="column 5"):
-        ops.topk_dot(q, it, 2, exclude=(np.array([0, 0, 0, 1]), np.array([5])))
+        ops.topk_dot(q, it, 2, exclude=(np.array([0, 0, 0, 1]), np.array([5])), device=device)
     with pytest.raises(ValueError, match="1-d"):
-        ops.topk_dot(q, it, 2, item_bias=np.zeros((5, 1), np.float32))
+        ops.topk_dot(q, it, 2, item_bias=np.zeros((5, 1), np.float32), device=device)
+    it_bad = it.copy()
+    it_bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"items contains NaN or inf at index \(2, 1\)"):
+        ops.topk_dot(q, it_bad, 2, device=device)
+    with pytest.raises(ValueError, match="got 0"):
+        ops.topk_dot(q, it, 0, device=device)
 
 
 def test_core_checks_exclusion_itself():

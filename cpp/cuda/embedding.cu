@@ -135,6 +135,17 @@ void embedding_check(const i64* ids, i64 n_ids, i64 num_rows, const i64* offsets
     check_launch("embedding_check");
 }
 
+void embedding_check_ids(const i64* ids, i64 n_ids, i64 num_rows, i64* result, cudaStream_t stream,
+                         int device) {
+    require(n_ids >= 0, "negative number of ids");
+    DeviceGuard guard(device);
+    check(cudaMemsetAsync(result, 0xFF, sizeof(i64), stream), "cudaMemsetAsync");
+    if (n_ids == 0) return;
+    METAREC_CUDA_LAUNCH(check_kernel, blocks_for_items(n_ids), kBlock, stream,
+        ids, n_ids, num_rows, nullptr, 0, reinterpret_cast<unsigned long long*>(result));
+    check_launch("embedding_check_ids");
+}
+
 GroupLayout group_layout(i64 n_ids) {
     require(n_ids >= 0, "negative number of ids");
     const i64 n = n_ids;

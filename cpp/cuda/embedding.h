@@ -57,6 +57,11 @@ void embedding_check(const std::int64_t* ids, std::int64_t n_ids, std::int64_t n
                      const std::int64_t* offsets, std::int64_t n_bags, std::int64_t* result,
                      cudaStream_t stream, int device);
 
+// The id check alone (gather: no bags): writes one int64 word to `result`, the
+// lowest position of an id outside [0, num_rows) or -1.
+void embedding_check_ids(const std::int64_t* ids, std::int64_t n_ids, std::int64_t num_rows,
+                         std::int64_t* result, cudaStream_t stream, int device);
+
 // ---------------------------------------------------------------------------
 // Backward: two steps sharing one int64 workspace of
 // group_workspace_words(n_ids) words (allocated by the caller on the device).

@@ -16,15 +16,21 @@ from . import _core
 from ._config import resolve_num_threads
 
 
-def best_time(fn: Any, repeats: int) -> float:
-    """Seconds of the fastest of ``repeats`` calls of ``fn`` (after one warm-up call)."""
+def time_calls(fn: Any, repeats: int, reduce: Any = min) -> float:
+    """Seconds per call of ``fn``: ``reduce`` (``min``, ``np.median`` ...) of
+    ``repeats`` timed calls after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return float(reduce(times))
+
+
+def best_time(fn: Any, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` (after one warm-up call)."""
+    return time_calls(fn, repeats, min)
 
 
 def bench_rows(repeats: int = 3, scale: float = 1.0) -> list[dict[str, Any]]:

@@ -17,6 +17,11 @@ Device rules, shared by every op with a ``device`` argument:
   device raise ``ValueError``. Without the CUDA module: ``RuntimeError``
   ("metarec-fast was built without CUDA").
 
+Inputs are read and checked by the same helpers on every device
+(:mod:`metarec_fast._validation`: numpy arrays and torch tensors alike, with
+``device=`` returning a tensor there); value checks that need the data run
+in the kernels or in one check kernel per op, with the CPU's messages.
+
 torch is imported only when a CUDA path is taken (it is how tensors are
 allocated on the GPU); ``import metarec_fast`` and the CPU paths never need it.
 """
@@ -27,9 +32,7 @@ import functools
 import re
 from typing import Any
 
-import numpy as np
-
-from ._validation import FLOAT_DTYPES, is_torch_tensor
+from ._validation import is_torch_tensor
 
 BUILT_WITHOUT_CUDA = (
     "metarec-fast was built without CUDA: reinstall from source with a CUDA toolkit and "
@@ -129,69 +132,16 @@ def resolve_device(device: Any, **inputs: Any) -> Any:
     return target
 
 
-def float_tensor(x: Any, name: str, ndim: int, device: Any, dtype: Any = None,
-                 finite: bool = True) -> Any:
-    """``x`` as a C-contiguous float32/float64 CUDA tensor on ``device``.
-
-    ``dtype`` (a torch dtype) forces a match (``TypeError`` otherwise);
-    ``finite`` rejects NaN/inf with ``ValueError`` (one reduction on the GPU).
-    """
-    import torch
-
-    if is_torch_tensor(x):
-        t = x.detach()
-    else:
-        arr = np.asarray(x)
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} like the other inputs, got {t.dtype}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(t.shape)}")
-    t = t.to(device).contiguous()
-    if finite and t.numel() and not bool(torch.isfinite(t).all()):
-        # Named like the CPU's check_finite: the first bad entry in row-major order.
-        flat = int(torch.nonzero(~torch.isfinite(t.reshape(-1)))[0])
-        pos = np.unravel_index(flat, tuple(t.shape))
-        where = int(pos[0]) if len(pos) == 1 else tuple(int(p) for p in pos)
-        value = float(t.reshape(-1)[flat])
-        raise ValueError(f"{name} contains NaN or inf at index {where} (value {value})")
-    return t
-
-
-def index_tensor(x: Any, name: str, n: int | None, device: Any) -> Any:
-    """``x`` as a 1-d int64 CUDA tensor; ids outside ``[0, n)`` raise ``IndexError``."""
-    import torch
-
-    if is_torch_tensor(x):
-        t = x.detach()
-        if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
-            raise TypeError(f"{name} must hold integers, got {t.dtype}")
-    else:
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integers, got {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64, copy=False)))
-    if t.dim() != 1:
-        raise ValueError(f"{name} must be 1-dimensional, got shape {tuple(t.shape)}")
-    t = t.to(device=device, dtype=torch.int64).contiguous()
-    if n is not None and t.numel():
-        bad = (t < 0) | (t >= n)
-        if bool(bad.any()):
-            first = int(torch.nonzero(bad)[0])
-            raise IndexError(f"{name} contains id {int(t[first])} at position {first}, "
-                             f"outside [0, {n})")
-    return t
-
-
 def stream_handle(device: Any) -> int:
     """The caller's current CUDA stream on ``device``, as an integer handle."""
     import torch
 
     return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def launch_context(device: Any) -> tuple[int, int]:
+    """``(stream handle, device index)``: where a launcher runs on ``device``."""
+    return stream_handle(device), device.index
 
 
 def ptr(t: Any) -> int:

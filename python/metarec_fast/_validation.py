@@ -58,51 +58,113 @@ def like_input(result: np.ndarray, *inputs: Any) -> Any:
     return result
 
 
-def _check_ndim(a: np.ndarray, name: str, ndim: int | Sequence[int]) -> None:
+def dtype_name(x: Any) -> str:
+    """The dtype of an array, tensor or dtype as messages spell it (``"float32"``,
+    ``"int64"``, ``"bool"``), whatever the library (torch is not imported)."""
+    if is_torch_tensor(x):
+        x = x.dtype
+    elif isinstance(x, np.ndarray):
+        return str(x.dtype)
+    if type(x).__module__ == "torch":  # a torch.dtype
+        return str(x).replace("torch.", "")
+    return str(np.dtype(x))
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in a.shape)
+
+
+def _check_ndim(a: Any, name: str, ndim: int | Sequence[int]) -> None:
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if a.ndim not in allowed:
-        want = " or ".join(f"{d}-d" for d in allowed)
-        raise ValueError(f"{name} must be {want}, got shape {a.shape}")
+        want = " or ".join(f"{d}-dimensional" for d in allowed)
+        raise ValueError(f"{name} must be {want}, got shape {_shape(a)}")
+
+
+def _read(x: Any, name: str, device: Any) -> Any:
+    """A torch tensor as is when ``device`` is given (nothing moves yet), else
+    anything array-like as a numpy array."""
+    if device is not None and is_torch_tensor(x):
+        return x.detach()
+    return to_numpy(x, name)
+
+
+def _placed(a: Any, device: Any, torch_dtype: Any = None) -> Any:
+    """``a`` C-contiguous: a numpy array (``device=None``) or a torch tensor on ``device``."""
+    if device is None:
+        return np.ascontiguousarray(a)
+    import torch  # only on a device path: the caller already uses torch
+
+    t = a if is_torch_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=device, dtype=torch_dtype).contiguous()
 
 
 def as_float_array(
     x: Any,
     name: str,
     ndim: int | Sequence[int],
-    dtype: np.dtype | type | None = None,
+    dtype: Any = None,
     finite: bool = True,
-) -> np.ndarray:
-    """A C-contiguous float32/float64 array.
+    device: Any = None,
+) -> Any:
+    """A C-contiguous float32/float64 array: numpy, or with ``device`` (a
+    ``torch.device``) a torch tensor on that device.
 
     ``dtype=None`` keeps the input's float dtype (TypeError for anything
-    else); a given ``dtype`` requires exactly that dtype. ``finite`` rejects
-    NaN and +-inf with a ValueError naming the first position.
+    else); a given ``dtype`` (numpy or torch) requires exactly that dtype.
+    ``finite`` rejects NaN and +-inf with a ValueError naming the first
+    position. Numpy arrays and tensors are read alike, with the same messages
+    on every device.
     """
-    a = to_numpy(x, name)
+    a = _read(x, name, device)
+    have = dtype_name(a)
     if dtype is None:
-        if a.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
-    else:
-        want = np.dtype(dtype)
-        if a.dtype != want:
-            raise TypeError(f"{name} must have dtype {want}, got {a.dtype}")
+        if have not in ("float32", "float64"):
+            raise TypeError(f"{name} must have dtype float32 or float64, got {have}")
+    elif have != dtype_name(dtype):
+        raise TypeError(f"{name} must have dtype {dtype_name(dtype)}, got {have}")
     _check_ndim(a, name, ndim)
-    a = np.ascontiguousarray(a)
+    a = _placed(a, device)
     if finite:
         check_finite(a, name)
     return a
 
 
-def check_finite(a: np.ndarray, name: str, allow_inf: bool = False) -> None:
-    """ValueError naming the first NaN (or inf unless ``allow_inf``) in ``a``."""
-    if a.size == 0:
-        return
-    bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
-    if bad.any():
+def check_finite(a: Any, name: str, allow_inf: bool = False) -> None:
+    """ValueError naming the first NaN (or inf unless ``allow_inf``) in ``a``
+    (a numpy array or a torch tensor on any device)."""
+    if is_torch_tensor(a):
+        if a.numel() == 0:
+            return
+        import torch
+
+        bad_t = torch.isnan(a) if allow_inf else ~torch.isfinite(a)
+        if not bool(bad_t.any()):  # one reduction (and one synchronisation on a GPU)
+            return
+        flat = int(torch.nonzero(bad_t.reshape(-1))[0])
+        pos = np.unravel_index(flat, _shape(a))
+        value: Any = float(a.reshape(-1)[flat])
+    else:
+        if a.size == 0:
+            return
+        bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
+        if not bad.any():
+            return
         pos = np.unravel_index(int(np.argmax(bad)), a.shape)
-        where = pos[0] if len(pos) == 1 else tuple(int(p) for p in pos)
-        kind = "NaN" if allow_inf else "NaN or inf"
-        raise ValueError(f"{name} contains {kind} at index {where} (value {a[pos]})")
+        value = a[pos]
+    where = int(pos[0]) if len(pos) == 1 else tuple(int(p) for p in pos)
+    kind = "NaN" if allow_inf else "NaN or inf"
+    raise ValueError(f"{name} contains {kind} at index {where} (value {value})")
+
+
+def _is_integer(a: Any) -> bool:
+    """Integer dtype: bool is not, an empty array of another dtype is."""
+    name = dtype_name(a)
+    if name == "bool":
+        return False
+    if is_torch_tensor(a):
+        return not (a.dtype.is_floating_point or a.dtype.is_complex) or a.numel() == 0
+    return bool(np.issubdtype(a.dtype, np.integer)) or a.size == 0
 
 
 def as_index_array(
@@ -111,23 +173,37 @@ def as_index_array(
     n: int | None = None,
     ndim: int | Sequence[int] = 1,
     dtype: type = np.int64,
-) -> np.ndarray:
-    """A C-contiguous integer array with every id in ``[0, n)`` (if ``n`` is given).
+    device: Any = None,
+) -> Any:
+    """A C-contiguous integer array with every id in ``[0, n)`` (if ``n`` is given):
+    numpy, or with ``device`` an int64 torch tensor on that device.
 
     Any integer dtype is accepted and converted once; floats and bools raise
     TypeError, an id out of range raises IndexError naming the first one.
     """
-    a = to_numpy(x, name)
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-        raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
+    a = _read(x, name, device)
+    if not _is_integer(a):
+        raise TypeError(f"{name} must have an integer dtype, got {dtype_name(a)}")
     _check_ndim(a, name, ndim)
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if n is not None and a.size:
-        bad = (a < 0) | (a >= n)
-        if bad.any():
-            first = int(a.reshape(-1)[int(np.argmax(bad.reshape(-1)))])
-            raise IndexError(f"{name} contains id {first}, outside [0, {n})")
+    if device is None:
+        a = np.ascontiguousarray(a, dtype=dtype)
+    else:
+        import torch
+
+        a = _placed(a, device, torch.int64)
+    if n is not None:
+        check_ids(a, name, n)
     return a
+
+
+def check_ids(ids: Any, name: str, n: int) -> None:
+    """IndexError naming the first id outside ``[0, n)`` (numpy or torch, any device)."""
+    bad = (ids < 0) | (ids >= n)
+    if not bool(bad.any()):
+        return
+    flat = bad.reshape(-1)
+    pos = int(flat.nonzero()[0][0]) if isinstance(flat, np.ndarray) else int(flat.nonzero()[0])
+    raise IndexError(f"{name} contains id {int(ids.reshape(-1)[pos])}, outside [0, {n})")
 
 
 def check_k(k: Any, name: str = "k") -> int:

@@ -111,6 +111,19 @@ void bind_cuda_embedding(py::module_& m) {
         "offsets[-1]] to the 4-word int64 device buffer `result`.");
 
     m.def(
+        "embedding_check_ids",
+        [](addr ids, i64 n_ids, i64 num_rows, addr result, addr stream, int device) {
+            without_gil([&] {
+                metarec::cuda::embedding_check_ids(device_ptr<const i64>(ids), n_ids, num_rows,
+                                                   device_ptr<i64>(result), as_stream(stream), device);
+            });
+        },
+        py::arg("ids"), py::arg("n_ids"), py::arg("num_rows"), py::arg("result"), py::arg("stream"),
+        py::arg("device"),
+        "Writes the first bad id position (or -1) to the 1-word int64 device buffer `result` "
+        "(gather: ids without bags).");
+
+    m.def(
         "embedding_group_layout",
         [](i64 n_ids) {
             const metarec::cuda::GroupLayout l = metarec::cuda::group_layout(n_ids);

@@ -5,8 +5,8 @@ backward returns exact gradients for ``theta_0``, the inner learning rates,
 the item representations ``H`` and the offsets ``c`` (second order, or first
 order for FOMAML / Reptile), so the gradient continues into the body.
 
-When the model's tensors are on a CUDA device, the same Function runs the
-CUDA kernels (:mod:`metarec_fast.ops.adapt`'s ``cuda_linear_head_*``): the
+When the model's tensors are on a CUDA device, the same Function (one for
+both devices, the launcher chosen by H's device) runs the CUDA kernels (:mod:`metarec_fast.ops.adapt`'s ``cuda_linear_head_*``): the
 task CSR arrays move to that device once per batch and everything else stays
 there. Without the CUDA kernels this raises ``RuntimeError`` ("built without
 CUDA"); it never falls back to the CPU.
@@ -28,65 +28,66 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
 
 
-class _LinearHeadFunction(torch.autograd.Function):
+class _CpuLauncher:
+    """The C++ kernels of ``_core``: numpy in, tensors out (tasks: numpy CSR arrays)."""
+
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        p0: torch.Tensor,
-        b0: torch.Tensor,
-        alpha_p: torch.Tensor,
-        alpha_b: torch.Tensor,
-        H: torch.Tensor,
-        c: torch.Tensor,
-        tasks: dict[str, np.ndarray],
-        steps: int,
-        l2: float,
-        loss: str,
-        second_order: bool,
-        num_threads: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        per_user = p0.ndim == 2
+    def forward(p0: torch.Tensor, b0: torch.Tensor, alpha_p: torch.Tensor, alpha_b: Any, H: torch.Tensor,
+                c: torch.Tensor, tasks: dict[str, Any], steps: int, l2: float, loss: str,
+                num_threads: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
         args = (
             _np(H), _np(c), tasks["s_indptr"], tasks["s_items"], tasks["s_targets"],
             tasks["q_indptr"], tasks["q_items"], _np(p0).reshape(-1, H.shape[1]),
-            _np(b0).reshape(-1), per_user, _np(alpha_p).reshape(-1), float(alpha_b),
+            _np(b0).reshape(-1), p0.ndim == 2, _np(alpha_p).reshape(-1), float(alpha_b),
             steps, l2, loss,
         )
         trajectory, pred = _core.linear_head_forward(*args, num_threads)
-        ctx.args = args
-        ctx.trajectory = trajectory
-        ctx.meta = (second_order, num_threads, p0.shape, b0.shape, alpha_p.shape)
-        traj = torch.from_numpy(trajectory)
-        ctx.mark_non_differentiable(traj)
-        # The trajectory never receives a gradient: without this, autograd
-        # zero-fills a [B, T + 1, d + 1] tensor for it on every backward call.
-        ctx.set_materialize_grads(False)
-        return torch.from_numpy(pred), traj
+        return torch.from_numpy(pred), torch.from_numpy(trajectory), (args, trajectory)
 
     @staticmethod
-    def backward(ctx: Any, grad_pred: Any, _grad_traj: Any):  # type: ignore[override]
-        if grad_pred is None:  # only the trajectory was used: nothing flows back
-            return (None,) * 12
-        second_order, num_threads, p_shape, b_shape, a_shape = ctx.meta
-        alpha_grad = bool(ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
-        g = _core.linear_head_backward(
-            *ctx.args, ctx.trajectory, _np(grad_pred), second_order,
-            alpha_grad=alpha_grad, num_threads=num_threads,
-        )
-        dtype = grad_pred.dtype
-        return (
-            torch.from_numpy(g["p0"]).reshape(p_shape),
-            torch.from_numpy(g["b0"]).reshape(b_shape),
-            torch.from_numpy(g["alpha_p"]).reshape(a_shape) if ctx.needs_input_grad[2] else None,
-            torch.tensor(g["alpha_b"], dtype=dtype) if ctx.needs_input_grad[3] else None,
-            torch.from_numpy(g["H"]),
-            torch.from_numpy(g["c"]),
-            None, None, None, None, None, None,
-        )
+    def backward(saved: Any, grad_pred: torch.Tensor, second_order: bool, alpha_grad: bool,
+                 num_threads: int) -> dict[str, torch.Tensor]:
+        args, trajectory = saved
+        g = _core.linear_head_backward(*args, trajectory, _np(grad_pred), second_order,
+                                       alpha_grad=alpha_grad, num_threads=num_threads)
+        out = {k: torch.from_numpy(v) for k, v in g.items() if k != "alpha_b"}
+        out["alpha_b"] = torch.tensor(g["alpha_b"], dtype=grad_pred.dtype)
+        return out
 
 
-class _LinearHeadCudaFunction(torch.autograd.Function):
-    """The CUDA twin of :class:`_LinearHeadFunction` (tensors stay on the GPU)."""
+class _CudaLauncher:
+    """The CUDA kernels (:mod:`metarec_fast.ops.adapt`'s launchers): tensors stay
+    on the GPU (tasks: CSR tensors there)."""
+
+    @staticmethod
+    def forward(p0: torch.Tensor, b0: torch.Tensor, alpha_p: torch.Tensor, alpha_b: Any, H: torch.Tensor,
+                c: torch.Tensor, tasks: dict[str, Any], steps: int, l2: float, loss: str,
+                num_threads: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        from ..ops.adapt import cuda_linear_head_forward
+
+        d = H.shape[1]
+        args = dict(
+            H=H.detach().contiguous(), c=c.detach().contiguous(), tasks=tasks,
+            p0=p0.detach().reshape(-1, d).contiguous(), b0=b0.detach().reshape(-1).contiguous(),
+            per_user=p0.ndim == 2, alpha_p=alpha_p.detach().reshape(-1).contiguous(),
+            alpha_b=float(alpha_b), steps=steps, l2=l2, loss=loss,
+        )
+        trajectory, pred = cuda_linear_head_forward(**args)
+        return pred, trajectory, (args, trajectory)
+
+    @staticmethod
+    def backward(saved: Any, grad_pred: torch.Tensor, second_order: bool, alpha_grad: bool,
+                 num_threads: int) -> dict[str, torch.Tensor]:
+        from ..ops.adapt import cuda_linear_head_backward
+
+        args, trajectory = saved
+        return cuda_linear_head_backward(**args, trajectory=trajectory, grad_query_pred=grad_pred,
+                                         second_order=second_order, alpha_grad=alpha_grad)
+
+
+class _LinearHeadFunction(torch.autograd.Function):
+    """The inner loop and its exact backward, on H's device: one Function, the
+    launcher chosen by device (every fix lands on both)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -97,38 +98,32 @@ class _LinearHeadCudaFunction(torch.autograd.Function):
         alpha_b: Any,
         H: torch.Tensor,
         c: torch.Tensor,
-        tasks: dict[str, torch.Tensor],
+        tasks: dict[str, Any],
         steps: int,
         l2: float,
         loss: str,
         second_order: bool,
+        num_threads: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..ops.adapt import cuda_linear_head_forward
-
-        d = H.shape[1]
-        per_user = p0.ndim == 2
-        args = dict(
-            H=H.detach().contiguous(), c=c.detach().contiguous(), tasks=tasks,
-            p0=p0.detach().reshape(-1, d).contiguous(), b0=b0.detach().reshape(-1).contiguous(),
-            per_user=per_user, alpha_p=alpha_p.detach().reshape(-1).contiguous(),
-            alpha_b=float(alpha_b), steps=steps, l2=l2, loss=loss,
-        )
-        trajectory, pred = cuda_linear_head_forward(**args)
-        ctx.args = args
-        ctx.trajectory = trajectory
-        ctx.meta = (second_order, p0.shape, b0.shape, alpha_p.shape,
+        launcher = _CudaLauncher if _on_cuda(H) else _CpuLauncher
+        pred, traj, ctx.saved = launcher.forward(p0, b0, alpha_p, alpha_b, H, c, tasks, steps, l2, loss,
+                                                 num_threads)
+        ctx.launcher = launcher
+        ctx.meta = (second_order, num_threads, p0.shape, b0.shape, alpha_p.shape,
                     alpha_b.shape if torch.is_tensor(alpha_b) else None)
-        ctx.mark_non_differentiable(trajectory)
-        return pred, trajectory
+        ctx.mark_non_differentiable(traj)
+        # The trajectory never receives a gradient: without this, autograd
+        # zero-fills a [B, T + 1, d + 1] tensor for it on every backward call.
+        ctx.set_materialize_grads(False)
+        return pred, traj
 
     @staticmethod
-    def backward(ctx: Any, grad_pred: torch.Tensor, _grad_traj: Any):  # type: ignore[override]
-        from ..ops.adapt import cuda_linear_head_backward
-
-        second_order, p_shape, b_shape, a_shape, ab_shape = ctx.meta
+    def backward(ctx: Any, grad_pred: Any, _grad_traj: Any):  # type: ignore[override]
+        if grad_pred is None:  # only the trajectory was used: nothing flows back
+            return (None,) * 12
+        second_order, num_threads, p_shape, b_shape, a_shape, ab_shape = ctx.meta
         alpha_grad = bool(ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
-        g = cuda_linear_head_backward(**ctx.args, trajectory=ctx.trajectory, grad_query_pred=grad_pred,
-                                      second_order=second_order, alpha_grad=alpha_grad)
+        g = ctx.launcher.backward(ctx.saved, grad_pred, second_order, alpha_grad, num_threads)
         return (
             g["p0"].reshape(p_shape),
             g["b0"].reshape(b_shape),
@@ -136,7 +131,7 @@ class _LinearHeadCudaFunction(torch.autograd.Function):
             g["alpha_b"].reshape(ab_shape) if ctx.needs_input_grad[3] else None,
             g["H"],
             g["c"],
-            None, None, None, None, None,
+            None, None, None, None, None, None,
         )
 
 
@@ -267,22 +262,11 @@ def linear_head_query_predictions(
     query entry)``, plus gradients to every tensor argument through autograd.
     ``p0``/``b0`` are shared (``[d]``, ``[]``) or per task (``[B, d]``, ``[B]``).
     """
-    dtype = H.dtype
-    if _on_cuda(H):
-        alpha_p, alpha_b = _cuda_inputs(p0, b0, alpha_p, alpha_b, H, c)
-        tasks, q_rows = batch_to_device_csr(batch, dtype, H.device)
-        pred, _ = _LinearHeadCudaFunction.apply(
-            p0, b0, alpha_p, alpha_b, H, c, tasks, steps, float(l2), loss, second_order,
-        )
-        return pred, tasks["q_targets"], q_rows
-    tasks, q_rows = batch_to_csr(batch, dtype)
-    alpha_p = torch.as_tensor(alpha_p, dtype=dtype)
-    alpha_b = torch.as_tensor(alpha_b, dtype=dtype)
+    tasks, targets, q_rows, alpha_p, alpha_b = _inputs(p0, b0, alpha_p, alpha_b, H, c, batch)
     pred, _ = _LinearHeadFunction.apply(
         p0, b0, alpha_p, alpha_b, H, c, tasks, steps, float(l2), loss, second_order,
         resolve_num_threads(num_threads),
     )
-    targets = torch.from_numpy(tasks["q_targets"])
     return pred, targets, q_rows
 
 
@@ -291,22 +275,22 @@ def linear_head_trajectory(
     batch: TaskBatch, steps: int, l2: float, loss: str, num_threads: int | None = None,
 ) -> torch.Tensor:
     """``[B, steps + 1, d + 1]``: every task's ``theta_t`` (no gradient)."""
-    dtype = H.dtype
-    if _on_cuda(H):
-        from ..ops.adapt import cuda_linear_head_forward
-
-        alpha_p, alpha_b = _cuda_inputs(p0, b0, alpha_p, alpha_b, H, c)
-        tasks, _ = batch_to_device_csr(batch, dtype, H.device)
-        d = H.shape[1]
-        traj, _ = cuda_linear_head_forward(
-            H.detach().contiguous(), c.detach().contiguous(), tasks,
-            p0.detach().reshape(-1, d).contiguous(), b0.detach().reshape(-1).contiguous(), p0.ndim == 2,
-            alpha_p.detach().reshape(-1).contiguous(), float(alpha_b), steps, float(l2), loss)
-        return traj
-    tasks, _ = batch_to_csr(batch, dtype)
-    alpha_p = torch.as_tensor(alpha_p, dtype=dtype)
+    tasks, _, _, alpha_p, alpha_b = _inputs(p0, b0, alpha_p, alpha_b, H, c, batch)
     _, traj = _LinearHeadFunction.apply(
-        p0.detach(), b0.detach(), alpha_p.detach(), torch.as_tensor(alpha_b, dtype=dtype),
+        p0.detach(), b0.detach(), alpha_p.detach(), alpha_b.detach() if torch.is_tensor(alpha_b) else alpha_b,
         H.detach(), c.detach(), tasks, steps, float(l2), loss, False, resolve_num_threads(num_threads),
     )
     return traj
+
+
+def _inputs(p0: torch.Tensor, b0: torch.Tensor, alpha_p: Any, alpha_b: Any, H: torch.Tensor, c: torch.Tensor,
+            batch: TaskBatch) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """(task CSR for H's device, query targets, task of each query entry, alpha_p, alpha_b)."""
+    dtype = H.dtype
+    if _on_cuda(H):
+        alpha_p, alpha_b = _cuda_inputs(p0, b0, alpha_p, alpha_b, H, c)
+        tasks, q_rows = batch_to_device_csr(batch, dtype, H.device)
+        return tasks, tasks["q_targets"], q_rows, alpha_p, alpha_b
+    tasks, q_rows = batch_to_csr(batch, dtype)
+    targets = torch.from_numpy(tasks["q_targets"])
+    return tasks, targets, q_rows, torch.as_tensor(alpha_p, dtype=dtype), torch.as_tensor(alpha_b, dtype=dtype)

@@ -6,10 +6,11 @@ set, then predictions for the query items. :mod:`metarec_fast.serving` uses
 it to adapt new users; :mod:`metarec_fast.meta.cpp_engine` wraps it (and its
 exact backward) as a torch autograd Function for meta-training.
 
-The CUDA twin (``device="cuda"`` or CUDA tensors, see
-:mod:`metarec_fast._gpu` for the device rules) computes the same thing;
+One wrapper for both devices: inputs are read and checked once (numpy on the
+CPU, torch tensors with ``device="cuda"`` or CUDA inputs; device rules in
+:mod:`metarec_fast._gpu`), then ``_core`` or ``_cuda`` runs the inner loop.
 :func:`cuda_linear_head_forward` / :func:`cuda_linear_head_backward` are the
-tensor-level launchers the autograd Function uses on a CUDA model.
+tensor-level CUDA launchers the autograd Function uses on a CUDA model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from .. import _core, _gpu
 from .._config import resolve_num_threads
-from .._validation import CSR, as_csr, as_float_array, check_finite, is_torch_tensor
+from .._validation import CSR, as_csr, as_float_array, as_index_array, check_finite, dtype_name, is_torch_tensor
 
 LOSSES = ("mse", "logistic")
 
@@ -101,50 +102,85 @@ def linear_head_adapt(
             ``"cuda"`` or ``"cuda:N"`` (inputs are copied there; the result holds
             torch CUDA tensors). ``RuntimeError`` when built without CUDA.
     """
-    target = _gpu.resolve_device(device, **_device_inputs(
+    dev = _gpu.resolve_device(device, **_device_inputs(
         H=H, c=c, support=support, p0=p0, b0=b0, alpha=alpha, alpha_b=alpha_b, query=query))
-    if target is not None:
-        return _adapt_cuda(H, c, support, p0, b0, alpha, alpha_b, steps, l2, loss, query, target)
-    H = as_float_array(H, "H", 2)
+    H = as_float_array(H, "H", 2, device=dev)
     dtype = H.dtype
     n_items, d = H.shape
-    c = as_float_array(c, "c", 1, dtype=dtype)
+    c = as_float_array(c, "c", 1, dtype=dtype, device=dev)
     if c.shape[0] != n_items:
         raise ValueError(f"c must have {n_items} entries (one per row of H), got {c.shape[0]}")
     steps, l2, loss = check_inner_loop(steps, l2, loss)
     n_users = _n_rows(support)
-    s = _task_csr(support, "support", n_users, n_items, with_targets=True)
-    s_targets = s.data.astype(dtype, copy=False)
+    s_indptr, s_items, s_targets = _csr(support, "support", n_users, n_items, True, dev, dtype)
     if query is None:
-        q = CSR(np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), None)
+        q_indptr, q_items = _empty_query(n_users, dev)
     else:
-        q = _task_csr(query, "query", n_users, n_items, with_targets=False)
-    p0 = as_float_array(p0, "p0", (1, 2)).astype(dtype, copy=False)
-    b0 = np.ascontiguousarray(np.asarray(b0, dtype=dtype).reshape(-1))
-    check_finite(b0, "b0")
+        q_indptr, q_items, _ = _csr(query, "query", n_users, n_items, False, dev, dtype)
+    p0 = _cast(as_float_array(p0, "p0", (1, 2), device=dev), dtype)
+    b0 = _vector(b0, "b0", dtype, dev)
     per_user = p0.ndim == 2
     want_p = (n_users, d) if per_user else (d,)
-    if p0.shape != want_p or b0.shape[0] != (n_users if per_user else 1):
+    if tuple(p0.shape) != want_p or b0.shape[0] != (n_users if per_user else 1):
         raise ValueError(
             f"p0/b0 must be [{d}] and a scalar (shared) or [{n_users}, {d}] and [{n_users}] "
-            f"(per user), got {p0.shape} and {b0.shape}"
+            f"(per user), got {tuple(p0.shape)} and {tuple(b0.shape)}"
         )
-    alpha_p = np.ascontiguousarray(np.asarray(alpha, dtype=dtype).reshape(-1))
-    check_finite(alpha_p, "alpha")
+    alpha_p = _vector(alpha, "alpha", dtype, dev)
     if alpha_p.shape[0] not in (1, d):
         raise ValueError(f"alpha must be a scalar or have {d} entries, got {alpha_p.shape[0]}")
     if alpha_b is None:
         if alpha_p.shape[0] != 1 and d != 1:
             raise ValueError("alpha_b is required when alpha is per parameter")
         alpha_b = float(alpha_p[0])
-    result = _core.linear_head_forward(
-        H, c, s.indptr, s.indices, s_targets, q.indptr, q.indices,
-        p0.reshape(-1 if per_user else 1, d), b0, per_user, alpha_p, float(alpha_b),
-        int(steps), float(l2), loss, resolve_num_threads(num_threads),
-    )
-    trajectory, query_pred = result
+    threads = resolve_num_threads(num_threads)
+    p0 = p0.reshape(-1 if per_user else 1, d)
+    if dev is None:
+        trajectory, query_pred = _core.linear_head_forward(
+            H, c, s_indptr, s_items, s_targets, q_indptr, q_items, p0, b0, per_user, alpha_p,
+            float(alpha_b), int(steps), float(l2), loss, threads,
+        )
+    else:
+        tasks = {"s_indptr": s_indptr, "s_items": s_items, "s_targets": s_targets,
+                 "q_indptr": q_indptr, "q_items": q_items}
+        trajectory, query_pred = cuda_linear_head_forward(
+            H, c, tasks, p0, b0, per_user, alpha_p, float(alpha_b), steps, l2, loss)
     last = trajectory[:, -1, :]
     return LinearHeadResult(p=last[:, :d], b=last[:, d], query_pred=query_pred, trajectory=trajectory)
+
+
+def _cast(a: Any, dtype: Any) -> Any:
+    """``a`` (numpy or torch) converted to ``dtype`` of the same library (no copy when equal)."""
+    return a.astype(dtype, copy=False) if isinstance(a, np.ndarray) else a.to(dtype)
+
+
+def _empty_query(n_users: int, dev: Any) -> tuple[Any, Any]:
+    indptr, items = np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if dev is None:
+        return indptr, items
+    import torch
+
+    return torch.from_numpy(indptr).to(dev), torch.from_numpy(items).to(dev)
+
+
+def _vector(x: Any, name: str, dtype: Any, dev: Any) -> Any:
+    """A scalar or array as a flat, finite ``dtype`` array (numpy) or tensor on ``dev``."""
+    if dev is not None and is_torch_tensor(x):
+        import torch
+
+        t = x.detach()
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a number or a float array, got {dtype_name(t)}")
+        v = t.to(device=dev, dtype=dtype).reshape(-1).contiguous()
+    else:
+        np_dtype = np.dtype(dtype_name(dtype))
+        v = np.ascontiguousarray(np.asarray(x, dtype=np_dtype).reshape(-1))
+        if dev is not None:
+            import torch
+
+            v = torch.from_numpy(v).to(dev)
+    check_finite(v, name)
+    return v
 
 
 def _n_rows(x: Any) -> int:
@@ -178,103 +214,40 @@ def _device_inputs(**inputs: Any) -> dict[str, Any]:
     return out
 
 
-def _device_csr(x: Any, name: str, n_users: int, n_items: int, with_targets: bool,
-                device: Any, dtype: Any) -> tuple[Any, Any, Any]:
-    """(indptr, items, targets or None) as int64 / ``dtype`` tensors on ``device``.
+def _csr(x: Any, name: str, n_users: int, n_items: int, with_targets: bool,
+         dev: Any, dtype: Any) -> tuple[Any, Any, Any]:
+    """(indptr, items, targets or None) as int64 / ``dtype`` arrays, or tensors on ``dev``.
 
-    CPU input (scipy CSR, numpy arrays, CPU tensors) is validated on the CPU
-    like the CPU path, then copied. CUDA tensors stay where they are: the
-    kernels check offsets and ids on the device (ValueError / IndexError).
+    Input on the host (scipy CSR, numpy arrays, CPU tensors) is validated there
+    by ``as_csr`` (then copied to ``dev``). CUDA tensors stay where they are:
+    the CUDA kernels check offsets and ids on the device, with the CPU
+    kernel's messages (ValueError / IndexError).
     """
-    import torch
-
-    on_device = isinstance(x, tuple) and any(_gpu.is_cuda_tensor(v) for v in x)
+    on_device = dev is not None and isinstance(x, tuple) and any(_gpu.is_cuda_tensor(v) for v in x)
     if not on_device:
         csr = _task_csr(x, name, n_users, n_items, with_targets=with_targets)
-        indptr = torch.from_numpy(csr.indptr).to(device)
-        items = torch.from_numpy(csr.indices).to(device)
-        targets = None
+        parts = [csr.indptr, csr.indices, None]
         if with_targets:
-            targets = torch.from_numpy(np.ascontiguousarray(csr.data)).to(device=device, dtype=dtype)
-        return indptr, items, targets
+            parts[2] = np.ascontiguousarray(csr.data.astype(np.dtype(dtype_name(dtype)), copy=False))
+        if dev is None:
+            return parts[0], parts[1], parts[2]
+        import torch
+
+        return tuple(None if p is None else torch.from_numpy(p).to(dev) for p in parts)  # type: ignore[return-value]
     if len(x) not in (2, 3):
         raise TypeError(f"{name} must be an (indptr, items{', targets' if with_targets else ''}) tuple")
-    indptr = _gpu.index_tensor(x[0], f"{name}.indptr", None, device)
-    items = _gpu.index_tensor(x[1], f"{name}.indices", None, device)  # ids: checked by the kernel
+    indptr = as_index_array(x[0], f"{name}.indptr", device=dev)
+    items = as_index_array(x[1], f"{name}.indices", device=dev)  # ids: checked by the kernel
     if indptr.shape[0] != n_users + 1:
         raise ValueError(f"{name}.indptr must have {n_users + 1} entries, got {indptr.shape[0]}")
     targets = None
     if with_targets:
         if len(x) != 3 or x[2] is None:
             raise ValueError(f"{name} needs targets: a CSR matrix with data or (indptr, items, targets)")
-        targets = _gpu.float_tensor(x[2], f"{name}.data", 1, device).to(dtype)
+        targets = as_float_array(x[2], f"{name}.data", 1, device=dev).to(dtype)
         if targets.shape[0] != items.shape[0]:
             raise ValueError(f"{name}.data has {targets.shape[0]} entries, indices {items.shape[0]}")
     return indptr, items, targets
-
-
-def _device_vector(x: Any, name: str, device: Any, dtype: Any) -> Any:
-    """A scalar or array as a flat, finite ``dtype`` tensor on ``device``."""
-    import torch
-
-    if is_torch_tensor(x):
-        t = x.detach()
-        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{name} must be a number or a float array, got {t.dtype}")
-        t = t.to(device=device, dtype=dtype)
-    else:
-        t = torch.as_tensor(np.asarray(x, dtype=np.float64)).to(device=device, dtype=dtype)
-    t = t.reshape(-1).contiguous()
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf")
-    return t
-
-
-def _adapt_cuda(H: Any, c: Any, support: Any, p0: Any, b0: Any, alpha: Any, alpha_b: Any,
-                steps: Any, l2: Any, loss: Any, query: Any, device: Any) -> LinearHeadResult:
-    """linear_head_adapt on ``device`` (a torch CUDA device), validated like the CPU path."""
-    import torch
-
-    H = _gpu.float_tensor(H, "H", 2, device)
-    dtype = H.dtype
-    n_items, d = H.shape
-    c = _gpu.float_tensor(c, "c", 1, device, dtype=dtype)
-    if c.shape[0] != n_items:
-        raise ValueError(f"c must have {n_items} entries (one per row of H), got {c.shape[0]}")
-    steps, l2, loss = check_inner_loop(steps, l2, loss)
-    n_users = _n_rows(support)
-    s_indptr, s_items, s_targets = _device_csr(support, "support", n_users, n_items, True, device, dtype)
-    if query is None:
-        q_indptr = torch.zeros(n_users + 1, dtype=torch.int64, device=device)
-        q_items = torch.zeros(0, dtype=torch.int64, device=device)
-    else:
-        q_indptr, q_items, _ = _device_csr(query, "query", n_users, n_items, False, device, dtype)
-    p0_ndim = len(getattr(p0, "shape", np.shape(p0)))
-    if p0_ndim not in (1, 2):
-        raise ValueError(f"p0 must be 1-d or 2-d, got shape {tuple(np.shape(p0))}")
-    p0 = _gpu.float_tensor(p0, "p0", p0_ndim, device).to(dtype)
-    b0 = _device_vector(b0, "b0", device, dtype)
-    per_user = p0.ndim == 2
-    want_p = (n_users, d) if per_user else (d,)
-    if tuple(p0.shape) != want_p or b0.shape[0] != (n_users if per_user else 1):
-        raise ValueError(
-            f"p0/b0 must be [{d}] and a scalar (shared) or [{n_users}, {d}] and [{n_users}] "
-            f"(per user), got {tuple(p0.shape)} and {tuple(b0.shape)}"
-        )
-    alpha_p = _device_vector(alpha, "alpha", device, dtype)
-    if alpha_p.shape[0] not in (1, d):
-        raise ValueError(f"alpha must be a scalar or have {d} entries, got {alpha_p.shape[0]}")
-    if alpha_b is None:
-        if alpha_p.shape[0] != 1 and d != 1:
-            raise ValueError("alpha_b is required when alpha is per parameter")
-        alpha_b = float(alpha_p[0])
-    tasks = {"s_indptr": s_indptr, "s_items": s_items, "s_targets": s_targets,
-             "q_indptr": q_indptr, "q_items": q_items}
-    trajectory, query_pred = cuda_linear_head_forward(
-        H, c, tasks, p0.reshape(-1 if per_user else 1, d), b0, per_user, alpha_p, float(alpha_b),
-        steps, l2, loss)
-    last = trajectory[:, -1, :]
-    return LinearHeadResult(p=last[:, :d], b=last[:, d], query_pred=query_pred, trajectory=trajectory)
 
 
 def _cuda_batch(H: Any, c: Any, tasks: dict[str, Any], p0: Any, b0: Any, per_user: bool,
@@ -301,6 +274,8 @@ def _check_launch_args(H: Any, c: Any, tasks: dict[str, Any], p0: Any, b0: Any, 
 
     if H.ndim != 2:
         raise ValueError(f"H must be 2-d, got shape {tuple(H.shape)}")
+    if dtype_name(H) not in ("float32", "float64"):
+        raise TypeError(f"H must be float32 or float64, got {H.dtype}")
     n_items, d = H.shape
     n_users = tasks["s_indptr"].shape[0] - 1
     n_theta = n_users if per_user else 1
@@ -350,9 +325,9 @@ def cuda_linear_head_forward(H: Any, c: Any, tasks: dict[str, Any], p0: Any, b0:
     trajectory = torch.empty((n_users, steps + 1, d + 1), dtype=H.dtype, device=H.device)
     query_pred = torch.empty(int(tasks["q_items"].shape[0]), dtype=H.dtype, device=H.device)
     mod.linear_head_forward(
-        _dtype_name(H.dtype), _cuda_batch(H, c, tasks, p0, b0, per_user, alpha_p, alpha_b, steps, l2, loss),
+        dtype_name(H), _cuda_batch(H, c, tasks, p0, b0, per_user, alpha_p, alpha_b, steps, l2, loss),
         int(tasks["s_items"].shape[0]), int(tasks["q_items"].shape[0]),
-        _gpu.ptr(trajectory), _gpu.ptr(query_pred), _gpu.stream_handle(H.device), H.device.index,
+        _gpu.ptr(trajectory), _gpu.ptr(query_pred), *_gpu.launch_context(H.device),
     )
     return trajectory, query_pred
 
@@ -387,19 +362,9 @@ def cuda_linear_head_backward(H: Any, c: Any, tasks: dict[str, Any], p0: Any, b0
         "H": torch.empty(tuple(H.shape), **kw), "c": torch.empty(tuple(c.shape), **kw),
     }
     mod.linear_head_backward(
-        _dtype_name(H.dtype), _cuda_batch(H, c, tasks, p0, b0, per_user, alpha_p, alpha_b, steps, l2, loss),
+        dtype_name(H), _cuda_batch(H, c, tasks, p0, b0, per_user, alpha_p, alpha_b, steps, l2, loss),
         int(tasks["s_items"].shape[0]), int(tasks["q_items"].shape[0]),
         _gpu.ptr(trajectory), _gpu.ptr(grad_query_pred), bool(second_order), bool(alpha_grad),
-        {k: _gpu.ptr(v) for k, v in out.items()}, _gpu.stream_handle(H.device), H.device.index,
+        {k: _gpu.ptr(v) for k, v in out.items()}, *_gpu.launch_context(H.device),
     )
     return out
-
-
-def _dtype_name(dtype: Any) -> str:
-    import torch
-
-    if dtype == torch.float32:
-        return "float32"
-    if dtype == torch.float64:
-        return "float64"
-    raise TypeError(f"H must be float32 or float64, got {dtype}")

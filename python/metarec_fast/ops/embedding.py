@@ -52,6 +52,7 @@ from .._validation import (
     as_float_array,
     as_index_array,
     check_finite,
+    dtype_name,
     is_torch_tensor,
     like_input,
     to_numpy,
@@ -71,16 +72,22 @@ _MODES = ("sum", "mean")
 
 
 # ---------------------------------------------------------------------------
-# Validation helpers
+# Inputs, read once for either device: ``dev`` is None (the CPU: numpy arrays
+# for _core) or a torch.device (torch tensors there for _cuda). Shapes and
+# dtypes are checked here; the values (offsets, id ranges) by one pass on the
+# device that holds them: numpy + the core's own id check on the CPU, the
+# check kernel of the CUDA module on a GPU, with one set of messages.
 
 
-def _table(x: Any, name: str = "table") -> np.ndarray:
-    return as_float_array(x, name, 2, finite=False)
+def _table(x: Any, dev: Any, name: str = "table") -> Any:
+    return as_float_array(x, name, 2, finite=False, device=dev)
 
 
-def _ids(x: Any, name: str = "ids", ndim: Any = _ANY_NDIM) -> np.ndarray:
-    # Range checks happen in the core (one pass, names the first bad id).
-    return as_index_array(x, name, n=None, ndim=ndim)
+def _ids(x: Any, dev: Any, ndim: Any = _ANY_NDIM) -> Tuple[Any, Tuple[int, ...]]:
+    """(flat int64 ids, the shape given); ranges are checked with the bags or by the core."""
+    shape = tuple(x.shape) if is_torch_tensor(x) else to_numpy(x, "ids").shape
+    a = as_index_array(x, "ids", n=None, ndim=ndim, device=dev)  # (0-d -> 1-d: keep `shape`)
+    return a.reshape(-1), tuple(int(s) for s in shape)
 
 
 def _mode(mode: Any) -> str:
@@ -89,63 +96,83 @@ def _mode(mode: Any) -> str:
     return mode
 
 
-def _bags(ids: Any, offsets: Any) -> Tuple[np.ndarray, np.ndarray, Tuple[int, ...]]:
-    """(flat int64 ids, int64 offsets, original ids shape) after checking offsets."""
+def _bags(ids: Any, offsets: Any, dev: Any) -> Tuple[Any, Any, Tuple[int, ...]]:
+    """(flat int64 ids, int64 offsets, ids shape): 1-d ids with offsets, or 2-d
+    ids of equal bags (``offsets=None``)."""
     if offsets is None:
-        ids_a = _ids(ids, "ids", ndim=2)
-        n_bags, size = ids_a.shape
-        offs = np.arange(0, n_bags * size, size, dtype=np.int64) if size else np.zeros(
-            n_bags, dtype=np.int64
-        )
-        return ids_a.reshape(-1), offs, ids_a.shape
-    ids_a = _ids(ids, "ids", ndim=1)
-    offs = as_index_array(offsets, "offsets", n=None, ndim=1)
-    n_ids = ids_a.shape[0]
-    if offs.shape[0] == 0:
-        if n_ids:
-            raise ValueError(f"offsets is empty but ids has {n_ids} entries")
-        return ids_a, offs, ids_a.shape
-    if offs[0] != 0:
-        raise ValueError(f"offsets must start at 0, got offsets[0] = {int(offs[0])}")
-    steps = np.diff(offs)
-    if steps.size and (steps < 0).any():
-        b = int(np.argmax(steps < 0)) + 1
-        raise ValueError(
-            f"offsets must be non-decreasing, got offsets[{b}] = {int(offs[b])} "
-            f"< offsets[{b - 1}] = {int(offs[b - 1])}"
-        )
-    if offs[-1] > n_ids:
-        raise ValueError(
-            f"offsets[{offs.shape[0] - 1}] = {int(offs[-1])} is beyond len(ids) = {n_ids}"
-        )
-    return ids_a, offs, ids_a.shape
+        flat, shape = _ids(ids, dev, ndim=2)
+        n_bags, size = shape
+        offs = np.arange(0, n_bags * size, size, dtype=np.int64) if size else np.zeros(n_bags, dtype=np.int64)
+        return flat, _on(offs, dev), shape
+    flat, shape = _ids(ids, dev, ndim=1)
+    offs = as_index_array(offsets, "offsets", n=None, ndim=1, device=dev)
+    if offs.shape[0] == 0 and flat.shape[0]:
+        raise ValueError(f"offsets is empty but ids has {flat.shape[0]} entries")
+    return flat, offs, shape
 
 
-def _weights(weights: Any, dtype: np.dtype, ids_shape: Tuple[int, ...], mode: str) -> Optional[np.ndarray]:
+def _on(a: np.ndarray, dev: Any) -> Any:
+    if dev is None:
+        return a
+    import torch
+
+    return torch.from_numpy(a).to(dev)
+
+
+def _check_values(flat: Any, offs: Any, num_rows: int, dev: Any) -> None:
+    """Offsets start at 0, never decrease and stay within ``len(ids)``
+    (ValueError); on a GPU also every id in ``[0, num_rows)`` (IndexError; the
+    CPU core checks ids itself, in its one pass). ``offs=None``: ids only."""
+    n_ids, n_bags = int(flat.shape[0]), 0 if offs is None else int(offs.shape[0])
+    if dev is None:
+        if n_bags == 0:
+            return
+        steps = np.diff(offs)
+        down = int(np.argmax(steps < 0)) + 1 if steps.size and (steps < 0).any() else -1
+        bad, first, last = -1, int(offs[0]), int(offs[-1])
+    else:
+        bad, down, first, last = _cuda_check(flat, num_rows, offs, dev)
+    if n_bags:
+        if first != 0:
+            raise ValueError(f"offsets must start at 0, got offsets[0] = {first}")
+        if down >= 0:
+            raise ValueError(
+                f"offsets must be non-decreasing, got offsets[{down}] = {int(offs[down])} "
+                f"< offsets[{down - 1}] = {int(offs[down - 1])}"
+            )
+        if last > n_ids:
+            raise ValueError(f"offsets[{n_bags - 1}] = {last} is beyond len(ids) = {n_ids}")
+    if bad >= 0:
+        raise IndexError(f"ids contains id {int(flat[bad])}, outside [0, {num_rows})")
+
+
+def _weights(weights: Any, dtype: Any, ids_shape: Tuple[int, ...], mode: str, dev: Any) -> Any:
     if weights is None:
         return None
     if mode != "sum":
         raise ValueError(f"per-sample weights are only supported with mode='sum', got mode={mode!r}")
-    w = to_numpy(weights, "weights")
-    if w.dtype != dtype:
-        raise TypeError(f"weights must have dtype {dtype} (the table's dtype), got {w.dtype}")
-    if w.shape != tuple(ids_shape):
-        raise ValueError(f"weights must have the shape of ids {tuple(ids_shape)}, got {w.shape}")
-    w = np.ascontiguousarray(w).reshape(-1)
+    w = weights if dev is not None and is_torch_tensor(weights) else to_numpy(weights, "weights")
+    if dtype_name(w) != dtype_name(dtype):
+        raise TypeError(f"weights must have dtype {dtype_name(dtype)} (the table's dtype), got {dtype_name(w)}")
+    if tuple(w.shape) != tuple(ids_shape):
+        raise ValueError(f"weights must have the shape of ids {tuple(ids_shape)}, got {tuple(w.shape)}")
+    w = as_float_array(w, "weights", len(ids_shape), finite=False, device=dev).reshape(-1)
     _check_finite(w, "weights")
     return w
 
 
-def _check_finite(a: np.ndarray, name: str) -> None:
-    """ValueError naming the first NaN/inf. Fast path: a finite sum proves every
-    element finite (NaN and inf propagate); only a non-finite sum (a bad value,
-    or an overflow) pays for the exact element-wise scan."""
-    if a.size == 0:
-        return
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = a.sum()
-    if not np.isfinite(total):
-        check_finite(a, name)
+def _check_finite(a: Any, name: str) -> None:
+    """ValueError naming the first NaN/inf. Fast path on the CPU: a finite sum
+    proves every element finite (NaN and inf propagate); only a non-finite sum
+    (a bad value, or an overflow) pays for the exact element-wise scan."""
+    if isinstance(a, np.ndarray):
+        if a.size == 0:
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = a.sum()
+        if np.isfinite(total):
+            return
+    check_finite(a, name)
 
 
 def _writable(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -154,7 +181,7 @@ def _writable(x: Any, name: str, ndim: int) -> np.ndarray:
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-d, got shape {a.shape}")
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
     if not a.flags.c_contiguous:
         raise ValueError(
             f"{name} must be C-contiguous to be updated in place, got strides {a.strides}; "
@@ -201,14 +228,14 @@ def gather(
     device : None (follow the inputs), "cpu", "cuda" or "cuda:N" (see the module docs)
     """
     dev = _gpu.resolve_device(device, table=table, ids=ids)
-    if dev is not None:
-        return _cuda_gather(table, ids, dev)
-    t = _table(table)
-    raw = to_numpy(ids, "ids")
-    i = _ids(raw)  # (np.ascontiguousarray makes 0-d ids 1-d: keep raw.shape)
+    t = _table(table, dev)
+    flat, shape = _ids(ids, dev)
     threads = resolve_num_threads(num_threads)
-    out = _core.embedding_gather(t, i.reshape(-1), threads)
-    return like_input(out.reshape(raw.shape + (t.shape[1],)), table, ids)
+    if dev is None:
+        out = _core.embedding_gather(t, flat, threads)  # checks the ids in its pass
+        return like_input(out.reshape(shape + (t.shape[1],)), table, ids)
+    _check_values(flat, None, t.shape[0], dev)
+    return _cuda_gather(t, flat, dev).reshape(shape + (t.shape[1],))
 
 
 def embedding_bag(
@@ -246,14 +273,15 @@ def embedding_bag(
     """
     mode = _mode(mode)
     dev = _gpu.resolve_device(device, table=table, ids=ids, offsets=offsets, weights=weights)
-    if dev is not None:
-        return _cuda_embedding_bag(table, ids, offsets, weights, mode, dev)
-    t = _table(table)
-    flat, offs, shape = _bags(ids, offsets)
-    w = _weights(weights, t.dtype, shape, mode)
+    t = _table(table, dev)
+    flat, offs, shape = _bags(ids, offsets, dev)
+    _check_values(flat, offs, t.shape[0], dev)
+    w = _weights(weights, t.dtype, shape, mode, dev)
     threads = resolve_num_threads(num_threads)
-    out = _core.embedding_bag_forward(t, flat, offs, w, mode, threads)
-    return like_input(out, table, ids, offsets, weights)
+    if dev is None:
+        out = _core.embedding_bag_forward(t, flat, offs, w, mode, threads)
+        return like_input(out, table, ids, offsets, weights)
+    return _cuda_embedding_bag(t, flat, offs, w, mode, dev)
 
 
 # ---------------------------------------------------------------------------
@@ -295,15 +323,16 @@ def embedding_bag_backward(
     dev = _gpu.resolve_device(
         device, grad_out=grad_out, ids=ids, offsets=offsets, weights=weights
     )
-    if dev is not None:
-        return _cuda_backward(grad_out, ids, offsets, num_rows, weights, mode, sparse, dev)
-    g = as_float_array(grad_out, "grad_out", 2, finite=False)
+    g = as_float_array(grad_out, "grad_out", 2, finite=False, device=dev)
     n = _num_rows(num_rows)
-    flat, offs, shape = _bags(ids, offsets)
+    flat, offs, shape = _bags(ids, offsets, dev)
+    _check_values(flat, offs, n, dev)
     if g.shape[0] != offs.shape[0]:
         raise ValueError(f"grad_out has {g.shape[0]} rows but there are {offs.shape[0]} bags")
-    w = _weights(weights, g.dtype, shape, mode)
+    w = _weights(weights, g.dtype, shape, mode, dev)
     threads = resolve_num_threads(num_threads)
+    if dev is not None:
+        return _cuda_backward(g, flat, offs, n, w, mode, bool(sparse), dev)
     res = _core.embedding_bag_backward(g, flat, offs, n, w, mode, bool(sparse), threads)
     if sparse:
         rows, values = res
@@ -328,65 +357,27 @@ def embedding_bag_weight_grad(
     :func:`embedding_bag`.
     """
     dev = _gpu.resolve_device(device, grad_out=grad_out, table=table, ids=ids, offsets=offsets)
-    if dev is not None:
-        return _cuda_weight_grad(grad_out, table, ids, offsets, dev)
-    t = _table(table)
-    g = as_float_array(grad_out, "grad_out", 2, finite=False)
-    if g.dtype != t.dtype:
-        raise TypeError(f"grad_out must have dtype {t.dtype} (the table's dtype), got {g.dtype}")
-    flat, offs, shape = _bags(ids, offsets)
-    if g.shape != (offs.shape[0], t.shape[1]):
+    t = _table(table, dev)
+    g = as_float_array(grad_out, "grad_out", 2, finite=False, device=dev)
+    if dtype_name(g) != dtype_name(t):
+        raise TypeError(f"grad_out must have dtype {dtype_name(t)} (the table's dtype), got {dtype_name(g)}")
+    flat, offs, shape = _bags(ids, offsets, dev)
+    _check_values(flat, offs, t.shape[0], dev)
+    if tuple(g.shape) != (offs.shape[0], t.shape[1]):
         raise ValueError(
             f"grad_out must have shape ({offs.shape[0]}, {t.shape[1]}) (bags, table width), "
-            f"got {g.shape}"
+            f"got {tuple(g.shape)}"
         )
     threads = resolve_num_threads(num_threads)
+    if dev is not None:
+        return _cuda_weight_grad(g, t, flat, offs, dev).reshape(shape)
     out = _core.embedding_bag_weight_grad(g, t, flat, offs, threads)
     return like_input(out.reshape(shape), grad_out, table, ids, offsets)
 
 
 # ---------------------------------------------------------------------------
-# CUDA path: inputs validated (same messages as the CPU path where the check
-# is the same), moved to `dev`, outputs allocated with torch on `dev`, kernels
-# launched on the current stream with raw device pointers.
-
-
-def _dtype_name(x: Any) -> str:
-    if is_torch_tensor(x):
-        return str(x.dtype).replace("torch.", "")
-    return str(np.asarray(x).dtype)
-
-
-def _shape_of(x: Any) -> Tuple[int, ...]:
-    return tuple(x.shape) if is_torch_tensor(x) else np.asarray(x).shape
-
-
-def _cuda_float(x: Any, name: str, dev: Any) -> Any:
-    """A C-contiguous 2-d float32/float64 tensor on ``dev`` (values not scanned)."""
-    if is_torch_tensor(x):
-        return _gpu.float_tensor(x, name, 2, dev, finite=False)
-    import torch
-
-    return torch.from_numpy(as_float_array(x, name, 2, finite=False)).to(dev)
-
-
-def _cuda_index(x: Any, name: str, ndim: Any, dev: Any) -> Tuple[Any, Tuple[int, ...]]:
-    """(flat int64 tensor on ``dev``, original shape); ranges are checked later."""
-    import torch
-
-    if not is_torch_tensor(x):
-        raw = to_numpy(x, name)
-        a = as_index_array(raw, name, n=None, ndim=ndim)
-        return torch.from_numpy(a.reshape(-1)).to(dev), tuple(raw.shape)
-    dt = x.dtype
-    if dt == torch.bool or dt.is_complex or (dt.is_floating_point and x.numel() > 0):
-        raise TypeError(f"{name} must have an integer dtype, got {_dtype_name(x)}")
-    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if x.dim() not in allowed:
-        want = " or ".join(f"{d}-d" for d in allowed)
-        raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
-    t = x.detach().reshape(-1).to(device=dev, dtype=torch.int64).contiguous()
-    return t, tuple(x.shape)
+# CUDA launchers: inputs already read and checked above, on `dev`; outputs
+# allocated with torch there; kernels on the caller's current stream.
 
 
 def _cuda_check(flat: Any, num_rows: int, offs: Any, dev: Any) -> Tuple[int, int, int, int]:
@@ -394,126 +385,53 @@ def _cuda_check(flat: Any, num_rows: int, offs: Any, dev: Any) -> Tuple[int, int
     (first bad id position or -1, first decreasing offset or -1, offsets[0], offsets[-1])."""
     import torch
 
-    n_ids, n_bags = flat.numel(), 0 if offs is None else offs.numel()
+    n_ids, n_bags = int(flat.numel()), 0 if offs is None else int(offs.numel())
     if n_ids == 0 and n_bags == 0:
         return -1, -1, 0, 0
+    mod = _gpu.cuda_module()
     result = torch.empty(4, dtype=torch.int64, device=dev)
-    _gpu.cuda_module().embedding_check(
-        _gpu.ptr(flat), n_ids, num_rows, _gpu.ptr(offs) if n_bags else 0, n_bags,
-        _gpu.ptr(result), _gpu.stream_handle(dev), dev.index,
-    )
+    if offs is None:  # ids only (gather)
+        mod.embedding_check_ids(_gpu.ptr(flat), n_ids, num_rows, _gpu.ptr(result), *_gpu.launch_context(dev))
+        return int(result[0]), -1, 0, 0
+    mod.embedding_check(_gpu.ptr(flat), n_ids, num_rows, _gpu.ptr(offs) if n_bags else 0, n_bags,
+                        _gpu.ptr(result), *_gpu.launch_context(dev))
     bad, down, first, last = result.tolist()
     return bad, down, (first if n_bags else 0), (last if n_bags else 0)
 
 
-def _check_ids_cuda(ids: Any, n: int, name: str = "ids") -> None:
-    """IndexError naming the first id outside [0, n), as the CPU path."""
-    bad, _, _, _ = _cuda_check(ids, n, None, ids.device)
-    if bad >= 0:
-        raise IndexError(f"{name} contains id {int(ids[bad])}, outside [0, {n})")
-
-
-def _cuda_bags(ids: Any, offsets: Any, num_rows: int, dev: Any) -> Tuple[Any, Any, Tuple[int, ...]]:
-    """Flat int64 ids and offsets on ``dev`` (offsets and id range checked, as the CPU)."""
-    import torch
-
-    if offsets is None:
-        flat, shape = _cuda_index(ids, "ids", 2, dev)
-        n_bags, size = shape
-        if size:
-            offs = torch.arange(0, n_bags * size, size, dtype=torch.int64, device=dev)
-        else:
-            offs = torch.zeros(n_bags, dtype=torch.int64, device=dev)
-        _check_ids_cuda(flat, num_rows)
-        return flat, offs, shape
-    flat, shape = _cuda_index(ids, "ids", 1, dev)
-    offs, _ = _cuda_index(offsets, "offsets", 1, dev)
-    n_ids, n_bags = flat.numel(), offs.numel()
-    if n_bags == 0 and n_ids:
-        raise ValueError(f"offsets is empty but ids has {n_ids} entries")
-    bad, down, first, last = _cuda_check(flat, num_rows, offs, dev)
-    if n_bags:
-        if first != 0:
-            raise ValueError(f"offsets must start at 0, got offsets[0] = {first}")
-        if down >= 0:
-            raise ValueError(
-                f"offsets must be non-decreasing, got offsets[{down}] = {int(offs[down])} "
-                f"< offsets[{down - 1}] = {int(offs[down - 1])}"
-            )
-        if last > n_ids:
-            raise ValueError(f"offsets[{n_bags - 1}] = {last} is beyond len(ids) = {n_ids}")
-    if bad >= 0:
-        raise IndexError(f"ids contains id {int(flat[bad])}, outside [0, {num_rows})")
-    return flat, offs, shape
-
-
-def _cuda_weights(weights: Any, dtype: Any, ids_shape: Tuple[int, ...], mode: str, dev: Any) -> Any:
-    if weights is None:
-        return None
-    if mode != "sum":
-        raise ValueError(f"per-sample weights are only supported with mode='sum', got mode={mode!r}")
-    want = str(dtype).replace("torch.", "")
-    if _dtype_name(weights) != want:
-        raise TypeError(f"weights must have dtype {want} (the table's dtype), got {_dtype_name(weights)}")
-    if _shape_of(weights) != tuple(ids_shape):
-        raise ValueError(
-            f"weights must have the shape of ids {tuple(ids_shape)}, got {_shape_of(weights)}"
-        )
-    w = weights if is_torch_tensor(weights) else np.ascontiguousarray(weights)
-    return _gpu.float_tensor(w, "weights", len(ids_shape), dev, dtype=dtype, finite=True).reshape(-1)
-
-
 def _kernel(name: str, dtype: Any) -> Any:
-    import torch
-
-    suffix = "f32" if dtype == torch.float32 else "f64"
+    suffix = "f32" if dtype_name(dtype) == "float32" else "f64"
     return getattr(_gpu.cuda_module(), f"{name}_{suffix}")
 
 
-def _cuda_gather(table: Any, ids: Any, dev: Any) -> Any:
+def _cuda_gather(t: Any, flat: Any, dev: Any) -> Any:
     import torch
 
-    t = _cuda_float(table, "table", dev)
-    flat, shape = _cuda_index(ids, "ids", _ANY_NDIM, dev)
     num_rows, d = t.shape
-    _check_ids_cuda(flat, num_rows)
     out = torch.empty((flat.numel(), d), dtype=t.dtype, device=dev)
     _kernel("embedding_gather", t.dtype)(
-        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(out),
-        _gpu.stream_handle(dev), dev.index,
-    )
-    return out.reshape(tuple(shape) + (d,))
-
-
-def _cuda_embedding_bag(table: Any, ids: Any, offsets: Any, weights: Any, mode: str, dev: Any) -> Any:
-    import torch
-
-    t = _cuda_float(table, "table", dev)
-    num_rows, d = t.shape
-    flat, offs, shape = _cuda_bags(ids, offsets, num_rows, dev)
-    w = _cuda_weights(weights, t.dtype, shape, mode, dev)
-    n_bags = offs.numel()
-    out = torch.empty((n_bags, d), dtype=t.dtype, device=dev)
-    _kernel("embedding_bag_forward", t.dtype)(
-        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(offs), n_bags,
-        _gpu.ptr(w), mode == "mean", _gpu.ptr(out), _gpu.stream_handle(dev), dev.index,
+        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(out), *_gpu.launch_context(dev),
     )
     return out
 
 
-def _cuda_backward(
-    grad_out: Any, ids: Any, offsets: Any, num_rows: Any, weights: Any, mode: str, sparse: bool,
-    dev: Any,
-) -> Any:
+def _cuda_embedding_bag(t: Any, flat: Any, offs: Any, w: Any, mode: str, dev: Any) -> Any:
     import torch
 
-    g = _cuda_float(grad_out, "grad_out", dev)
-    n = _num_rows(num_rows)
-    flat, offs, shape = _cuda_bags(ids, offsets, n, dev)
+    num_rows, d = t.shape
+    n_bags = offs.numel()
+    out = torch.empty((n_bags, d), dtype=t.dtype, device=dev)
+    _kernel("embedding_bag_forward", t.dtype)(
+        _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(), _gpu.ptr(offs), n_bags,
+        _gpu.ptr(w), mode == "mean", _gpu.ptr(out), *_gpu.launch_context(dev),
+    )
+    return out
+
+
+def _cuda_backward(g: Any, flat: Any, offs: Any, n: int, w: Any, mode: str, sparse: bool, dev: Any) -> Any:
+    import torch
+
     n_bags, d = g.shape
-    if n_bags != offs.numel():
-        raise ValueError(f"grad_out has {n_bags} rows but there are {offs.numel()} bags")
-    w = _cuda_weights(weights, g.dtype, shape, mode, dev)
     n_ids = flat.numel()
     if n_ids == 0:
         if sparse:
@@ -521,47 +439,35 @@ def _cuda_backward(
                     torch.empty((0, d), dtype=g.dtype, device=dev))
         return torch.zeros((n, d), dtype=g.dtype, device=dev)
     mod = _gpu.cuda_module()
-    stream = _gpu.stream_handle(dev)
+    where = _gpu.launch_context(dev)
     layout = mod.embedding_group_layout(n_ids)
     ws = torch.empty(layout["words"], dtype=torch.int64, device=dev)
-    mod.embedding_group(_gpu.ptr(flat), n_ids, _gpu.ptr(offs), n_bags, n, _gpu.ptr(ws), stream,
-                        dev.index)
+    mod.embedding_group(_gpu.ptr(flat), n_ids, _gpu.ptr(offs), n_bags, n, _gpu.ptr(ws), *where)
     reduce = _kernel("embedding_bag_backward", g.dtype)
     if sparse:
         n_unique = int(ws[layout["n_unique"]])
         rows = ws[layout["rows"]: layout["rows"] + n_unique].clone()
         values = torch.empty((n_unique, d), dtype=g.dtype, device=dev)
         reduce(_gpu.ptr(g), n_bags, d, _gpu.ptr(offs), n_ids, _gpu.ptr(w), mode == "mean",
-               _gpu.ptr(ws), n_unique, False, n, _gpu.ptr(values), stream, dev.index)
+               _gpu.ptr(ws), n_unique, False, n, _gpu.ptr(values), *where)
         return rows, values
     grad = torch.empty((n, d), dtype=g.dtype, device=dev)
     reduce(_gpu.ptr(g), n_bags, d, _gpu.ptr(offs), n_ids, _gpu.ptr(w), mode == "mean",
-           _gpu.ptr(ws), n_ids, True, n, _gpu.ptr(grad), stream, dev.index)
+           _gpu.ptr(ws), n_ids, True, n, _gpu.ptr(grad), *where)
     return grad
 
 
-def _cuda_weight_grad(grad_out: Any, table: Any, ids: Any, offsets: Any, dev: Any) -> Any:
+def _cuda_weight_grad(g: Any, t: Any, flat: Any, offs: Any, dev: Any) -> Any:
     import torch
 
-    t = _cuda_float(table, "table", dev)
-    if _dtype_name(grad_out) != _dtype_name(t):
-        raise TypeError(
-            f"grad_out must have dtype {_dtype_name(t)} (the table's dtype), got {_dtype_name(grad_out)}"
-        )
-    g = _cuda_float(grad_out, "grad_out", dev)
     num_rows, d = t.shape
-    flat, offs, shape = _cuda_bags(ids, offsets, num_rows, dev)
     n_bags = offs.numel()
-    if tuple(g.shape) != (n_bags, d):
-        raise ValueError(
-            f"grad_out must have shape ({n_bags}, {d}) (bags, table width), got {tuple(g.shape)}"
-        )
     out = torch.empty(flat.numel(), dtype=t.dtype, device=dev)
     _kernel("embedding_bag_weight_grad", t.dtype)(
         _gpu.ptr(g), n_bags, _gpu.ptr(t), num_rows, d, _gpu.ptr(flat), flat.numel(),
-        _gpu.ptr(offs), _gpu.ptr(out), _gpu.stream_handle(dev), dev.index,
+        _gpu.ptr(offs), _gpu.ptr(out), *_gpu.launch_context(dev),
     )
-    return out.reshape(shape)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .._validation import (
     as_float_array,
     check_finite,
     check_k,
+    dtype_name,
     like_input,
 )
 
@@ -29,16 +30,27 @@ __all__ = ["topk", "topk_dot"]
 _NO_EXCLUDE = np.zeros(0, dtype=np.int64)
 
 
-def _exclusion(exclude: Any, n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+def _exclusion(exclude: Any, n_rows: int, n_cols: int, device: Any = None) -> tuple[Any, Any]:
+    """The exclusion pattern ``(indptr, indices)``, validated and rows sorted by
+    ``as_csr`` (once, for either device; the kernels re-check it only to stay
+    in bounds). ``device``: copied there as int64 tensors (CUDA tensors given as
+    ``(indptr, indices)`` go to the host for the check and come back; ``None``
+    stands for no exclusions there)."""
     if exclude is None:
-        return _NO_EXCLUDE, _NO_EXCLUDE
+        return (_NO_EXCLUDE, _NO_EXCLUDE) if device is None else (None, None)
+    if device is not None and isinstance(exclude, tuple):
+        exclude = tuple(x.cpu() if _gpu.is_cuda_tensor(x) else x for x in exclude)
     csr = as_csr(exclude, "exclude", n_rows, n_cols)
-    return csr.indptr, csr.indices
+    if device is None:
+        return csr.indptr, csr.indices
+    import torch
+
+    return torch.from_numpy(csr.indptr).to(device), torch.from_numpy(csr.indices).to(device)
 
 
 def _suffix(dtype: Any) -> str:
     """Kernel name suffix for a numpy or torch float dtype."""
-    return "f32" if str(dtype) in ("float32", "torch.float32") else "f64"
+    return "f32" if dtype_name(dtype) == "float32" else "f64"
 
 
 def _exclude_device(exclude: Any) -> Any:
@@ -46,25 +58,6 @@ def _exclude_device(exclude: Any) -> Any:
     if isinstance(exclude, tuple) and len(exclude) in (2, 3):
         return next((x for x in exclude[:2] if _gpu.is_cuda_tensor(x)), None)
     return None
-
-
-def _cuda_exclusion(exclude: Any, n_rows: int, n_cols: int, device: Any) -> tuple[Any, Any, int]:
-    """The exclusion pattern as int64 CUDA tensors (indptr, indices) and its nnz.
-
-    Validated (and rows sorted) on the CPU by ``as_csr``, like the CPU path;
-    CUDA tensors given as ``(indptr, indices)`` are copied to the host for
-    that, then the checked pattern is copied to ``device``.
-    """
-    if exclude is None:
-        return None, None, 0
-    import torch
-
-    if isinstance(exclude, tuple):
-        exclude = tuple(x.cpu() if _gpu.is_cuda_tensor(x) else x for x in exclude)
-    csr = as_csr(exclude, "exclude", n_rows, n_cols)
-    indptr = torch.tensor(csr.indptr, dtype=torch.int64, device=device)
-    indices = torch.tensor(csr.indices, dtype=torch.int64, device=device)
-    return indptr, indices, int(csr.indices.shape[0])
 
 
 def _cuda_outputs(n_rows: int, k: int, device: Any) -> tuple[Any, Any]:
@@ -75,40 +68,28 @@ def _cuda_outputs(n_rows: int, k: int, device: Any) -> tuple[Any, Any]:
     return ids, vals
 
 
-def _topk_cuda(scores: Any, k: int, exclude: Any, device: Any, slices: int = 0) -> tuple[Any, Any]:
-    s = _gpu.float_tensor(scores, "scores", 2, device, finite=False)  # NaN: found by the kernel
+def _launch_topk(s: Any, k: int, exclude: Any, device: Any, slices: int = 0) -> tuple[Any, Any]:
+    """The CUDA launch for checked scores ``s`` on ``device``."""
     n, m = int(s.shape[0]), int(s.shape[1])
-    indptr, indices, nnz = _cuda_exclusion(exclude, n, m, device)
+    indptr, indices = _exclusion(exclude, n, m, device)
+    nnz = 0 if indices is None else int(indices.shape[0])
     ids, vals = _cuda_outputs(n, k, device)
     fn = getattr(_gpu.cuda_module(), "topk_" + _suffix(s.dtype))
     fn(_gpu.ptr(s), n, m, k, _gpu.ptr(indptr), _gpu.ptr(indices), nnz, _gpu.ptr(ids),
-       _gpu.ptr(vals), _gpu.stream_handle(device), device.index, slices)
+       _gpu.ptr(vals), *_gpu.launch_context(device), slices)
     return ids, vals
 
 
-def _topk_dot_cuda(queries: Any, items: Any, k: int, item_bias: Any, exclude: Any, device: Any,
-                   slices: int = 0) -> tuple[Any, Any]:
-    q = _gpu.float_tensor(queries, "queries", 2, device)
-    it = _gpu.float_tensor(items, "items", 2, device, dtype=q.dtype)
-    if q.shape[1] != it.shape[1]:
-        raise ValueError(
-            f"queries and items must have the same number of columns d, got "
-            f"queries {tuple(q.shape)} (d={q.shape[1]}) and items {tuple(it.shape)} "
-            f"(d={it.shape[1]})"
-        )
-    b = None
-    if item_bias is not None:
-        b = _gpu.float_tensor(item_bias, "item_bias", 1, device, dtype=q.dtype)
-        if b.shape[0] != it.shape[0]:
-            raise ValueError(
-                f"item_bias must have one entry per item ({it.shape[0]}), got {b.shape[0]}"
-            )
+def _launch_topk_dot(q: Any, it: Any, k: int, b: Any, exclude: Any, device: Any,
+                     slices: int = 0) -> tuple[Any, Any]:
+    """The CUDA launch for inputs checked by :func:`_dot_inputs` on ``device``."""
     nq, ni, d = int(q.shape[0]), int(it.shape[0]), int(q.shape[1])
-    indptr, indices, nnz = _cuda_exclusion(exclude, nq, ni, device)
+    indptr, indices = _exclusion(exclude, nq, ni, device)
+    nnz = 0 if indices is None else int(indices.shape[0])
     ids, vals = _cuda_outputs(nq, k, device)
     fn = getattr(_gpu.cuda_module(), "topk_dot_" + _suffix(q.dtype))
     fn(_gpu.ptr(q), nq, _gpu.ptr(it), ni, d, _gpu.ptr(b), k, _gpu.ptr(indptr), _gpu.ptr(indices),
-       nnz, _gpu.ptr(ids), _gpu.ptr(vals), _gpu.stream_handle(device), device.index, slices)
+       nnz, _gpu.ptr(ids), _gpu.ptr(vals), *_gpu.launch_context(device), slices)
     return ids, vals
 
 
@@ -152,38 +133,40 @@ def topk(
         CUDA tensors whenever the GPU ran.
     """
     dev = _gpu.resolve_device(device, scores=scores, exclude=_exclude_device(exclude))
-    if dev is not None:
-        k = check_k(k)
-        resolve_num_threads(num_threads)  # same argument errors on every device
-        return _topk_cuda(scores, k, exclude, dev)
     # NaN is detected by the kernel during its scan (ValueError naming the
     # first position), which saves a full extra pass over the scores.
-    s = as_float_array(scores, "scores", 2, finite=False)
+    s = as_float_array(scores, "scores", 2, finite=False, device=dev)
     k = check_k(k)
-    nt = resolve_num_threads(num_threads)
+    nt = resolve_num_threads(num_threads)  # same argument errors on every device
+    if dev is not None:
+        return _launch_topk(s, k, exclude, dev)
     indptr, indices = _exclusion(exclude, s.shape[0], s.shape[1])
     fn = getattr(_core, "topk_" + _suffix(s.dtype))
     ids, vals = fn(s, k, indptr, indices, nt)
     return like_input(ids, scores), like_input(vals, scores)
 
 
-def _dot_inputs(queries: Any, items: Any, item_bias: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-    q = as_float_array(queries, "queries", 2)
-    it = as_float_array(items, "items", 2, finite=False)
-    if it.dtype != q.dtype:
-        raise TypeError(f"items must have dtype {q.dtype} like queries, got {it.dtype}")
-    # NaN/inf in items is detected by the kernel while it packs them (a
-    # ValueError naming the first position), saving a pass over the catalogue.
+def _dot_inputs(queries: Any, items: Any, item_bias: Any, device: Any = None) -> tuple[Any, Any, Any]:
+    """Queries, items and bias read and checked once, for either device."""
+    q = as_float_array(queries, "queries", 2, device=device)
+    # NaN/inf in items: the CPU kernel finds it while it packs them (a
+    # ValueError naming the first position), saving a pass over the catalogue;
+    # the CUDA kernel does not scan them, so on a GPU one reduction does here.
+    it = as_float_array(items, "items", 2, finite=False, device=device)
+    if dtype_name(it) != dtype_name(q):
+        raise TypeError(f"items must have dtype {dtype_name(q)} like queries, got {dtype_name(it)}")
+    if device is not None:
+        check_finite(it, "items")
     if q.shape[1] != it.shape[1]:
         raise ValueError(
             f"queries and items must have the same number of columns d, got "
-            f"queries {q.shape} (d={q.shape[1]}) and items {it.shape} (d={it.shape[1]})"
+            f"queries {tuple(q.shape)} (d={q.shape[1]}) and items {tuple(it.shape)} (d={it.shape[1]})"
         )
     b = None
     if item_bias is not None:
-        b = as_float_array(item_bias, "item_bias", 1, finite=False)
-        if b.dtype != q.dtype:
-            raise TypeError(f"item_bias must have dtype {q.dtype} like queries, got {b.dtype}")
+        b = as_float_array(item_bias, "item_bias", 1, finite=False, device=device)
+        if dtype_name(b) != dtype_name(q):
+            raise TypeError(f"item_bias must have dtype {dtype_name(q)} like queries, got {dtype_name(b)}")
         check_finite(b, "item_bias")
         if b.shape[0] != it.shape[0]:
             raise ValueError(
@@ -240,17 +223,28 @@ def topk_dot(
     """
     dev = _gpu.resolve_device(device, queries=queries, items=items, item_bias=item_bias,
                               exclude=_exclude_device(exclude))
-    if dev is not None:
-        k = check_k(k)
-        resolve_num_threads(num_threads)
-        return _topk_dot_cuda(queries, items, k, item_bias, exclude, dev)
-    q, it, b = _dot_inputs(queries, items, item_bias)
+    q, it, b = _dot_inputs(queries, items, item_bias, dev)
     k = check_k(k)
     nt = resolve_num_threads(num_threads)
+    if dev is not None:
+        return _launch_topk_dot(q, it, k, b, exclude, dev)
     indptr, indices = _exclusion(exclude, q.shape[0], it.shape[0])
     fn = getattr(_core, "topk_dot_" + _suffix(q.dtype))
     ids, vals = fn(q, it, k, b, indptr, indices, nt)
     return like_input(ids, queries, items), like_input(vals, queries, items)
+
+
+def _topk_cuda(scores: Any, k: int, exclude: Any, device: Any, slices: int = 0) -> tuple[Any, Any]:
+    """Testing aid: :func:`topk` on ``device`` with the column split forced (``slices``)."""
+    s = as_float_array(scores, "scores", 2, finite=False, device=device)
+    return _launch_topk(s, check_k(k), exclude, device, slices)
+
+
+def _topk_dot_cuda(queries: Any, items: Any, k: int, item_bias: Any, exclude: Any, device: Any,
+                   slices: int = 0) -> tuple[Any, Any]:
+    """Testing aid: :func:`topk_dot` on ``device`` with the item split forced (``slices``)."""
+    q, it, b = _dot_inputs(queries, items, item_bias, device)
+    return _launch_topk_dot(q, it, check_k(k), b, exclude, device, slices)
 
 
 def _topk_dot_simd(

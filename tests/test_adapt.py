@@ -172,11 +172,15 @@ def test_backward_matches_unrolled_autograd(dtype, rtol, loss, per_user, per_par
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * 1e-2, msg=name)
 
 
-def test_gradcheck_small_case():
+def test_gradcheck_small_case(device):
+    # One autograd Function, on every device (the emulated CUDA backend runs
+    # the real CUDA forward and backward kernels).
     from metarec_fast.meta.cpp_engine import linear_head_query_predictions
 
     H, c, p0, b0, alpha_p, alpha_b, batch = _torch_problem(2, torch.float64, True, True, "logistic",
                                                            n_users=3, max_support=4)
+    if device == "cuda" and torch.cuda.is_available():
+        H, c, p0, b0, alpha_p, alpha_b = (t.detach().cuda().requires_grad_() for t in (H, c, p0, b0, alpha_p, alpha_b))
 
     def f(p0, b0, alpha_p, alpha_b, H, c):
         return linear_head_query_predictions(p0, b0, alpha_p, alpha_b, H, c, batch, 3, 0.1, "logistic")[0]
