@@ -1,27 +1,23 @@
-"""The quality bar (issue 4): MovieLens 100K, user-cold, support = first 10 ratings by
-time, query = the rest, 20% test / 10% validation users, seeds 0, 1, 2.
+"""The quality tables (issue 14): what ``metarec-fast train`` gives with its defaults,
+on MovieLens 100K, for several support sizes and seeds, every meta-learner next to
+every baseline, with per-seed paired comparisons against the best baseline.
 
-Baselines (popularity, shrunk bias, pretrain + fine-tune, ItemKNN, EASE) next to
-each meta-learner (MAML, first-order MAML, Reptile, Meta-SGD) in two variants:
+Each (scenario, K) runs exactly the command line's pipeline and defaults
+(``experiments.run`` with ``RATING_DEFAULT`` / ``RANKING_DEFAULT``, a rating and a
+ranking model per meta-learner, ``--tune`` trials each chosen on validation
+users only, the baselines' own validation grids), i.e. the same as::
 
-* ``metamf-<alg>``: the rating model. MetaMF's body and head start from the
-  pretrain + fine-tune MF of the same seed (``init="pretrained"``,
-  "meta-fine-tuning"), the body takes a smaller outer learning rate, and the
-  meta-objective weights tasks by query size (``task_weighting="interaction"``,
-  the pooled loss that MAE/RMSE measure).
-* ``metamf-<alg>-implicit``: the ranking model. MetaMF with logistic loss;
-  every interaction is a positive, 400 uniform negatives per task are appended
-  to the query set and 20 to the support set (also at test time). Its item
-  bias learns popularity, the adapted head personalises it.
+    metarec-fast train --dataset movielens-100k --scenario user-cold --support K --seeds 0 1 2 3 4
 
-The rating variants reuse the seed's fitted pretrain + fine-tune baseline as
-their starting point: their "train s" column is the meta-training time only;
-add the pretrain-finetune row's time for the full cost.
+(without the support sweep and the plots). Ties are broken by a seeded random
+order; item-cold scenarios rank new items among new items.
 
-Every setting below was chosen on seed 0's *validation* loss (the early-stopping
-criterion), never on test numbers. Usage::
+    python benchmarks/quality_ml100k.py [--data-home DIR] [--supports 3 5 10] [--seeds 0 1 2 3 4]
+        [--scenario user-cold] [--tune 3] [--out benchmarks/quality_ml100k.json]
+        [--markdown benchmarks/quality_ml100k.md]
 
-    python benchmarks/quality_ml100k.py [--data-home DIR] [--seeds 0 1 2] [--out results.json]
+The JSON holds every report (per seed, tuning trials, paired differences); the
+Markdown file holds the tables that benchmarks/RESULTS.md quotes.
 """
 
 from __future__ import annotations
@@ -31,93 +27,78 @@ import json
 import logging
 import math
 import time
+from pathlib import Path
 
 from metarec_fast import datasets, experiments
-from metarec_fast.experiments import MetaConfig
 
-BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease")
-
-# Rating variants: meta-fine-tuning from the pretrained MF.
-RATING = dict(init="pretrained", dim=32, outer_lr=0.005, body_lr=1e-3, task_weighting="interaction",
-              meta_batch_size=32, epochs=30, patience=5)
-RATING_BY_ALG = {
-    "maml": MetaConfig(**RATING, inner_steps=10, inner_lr=0.03),
-    "fomaml": MetaConfig(**RATING, inner_steps=10, inner_lr=0.03),
-    "reptile": MetaConfig(**RATING, inner_steps=10, inner_lr=0.03),
-    "metasgd": MetaConfig(**RATING, inner_steps=5, inner_lr=0.01),
-}
-# Implicit / ranking variants: logistic loss with sampled negatives.
-IMPLICIT = MetaConfig(loss="logistic", dim=32, inner_steps=5, inner_lr=0.5, outer_lr=0.01, negatives=400,
-                      support_negatives=20, meta_batch_size=32, epochs=60, patience=5)
-
-COLUMNS = ("mae", "rmse", "query_ndcg@3", "ndcg@10", "recall@10")
-BAR = (("mae", min), ("query_ndcg@3", max), ("ndcg@10", max))
-
-
-def variants() -> list[tuple[str, str, MetaConfig]]:
-    out = []
-    for alg in ("maml", "fomaml", "reptile", "metasgd"):
-        out.append((f"metamf-{alg}", alg, RATING_BY_ALG[alg]))
-        out.append((f"metamf-{alg}-implicit", alg, IMPLICIT))
-    return out
+ALGORITHMS = experiments.BASELINES + experiments.META_ALGORITHMS
+COLUMNS = experiments.HEADLINE_METRICS
+HERE = Path(__file__).resolve().parent
 
 
 def fmt(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
 
 
-def table(results: list[dict]) -> str:
-    rows = [["model", *COLUMNS, "train s"]]
-    for r in results:
-        rows.append([r["model"], *(fmt(r["metrics"].get(c, math.nan), r["std"].get(c, math.nan))
-                                   for c in COLUMNS), f"{r['train_seconds']:.1f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths))) for row in rows)
+def markdown(rep: experiments.ExperimentReport, seconds: float) -> str:
+    """One section: mean ± std per model, then the paired comparison and a verdict per metric."""
+    head = (f"### {rep.scenario}, support K = {rep.support}, seeds {' '.join(map(str, rep.seeds))} "
+            f"({seconds / 60:.1f} min, candidates: {rep.config.get('candidates')}, tune = {rep.config['tune']})")
+    lines = [head, "", "| model | " + " | ".join(COLUMNS) + " | train s |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for r in rep.results:
+        cells = [fmt(r["metrics"].get(c, math.nan), r["std"].get(c, math.nan)) for c in COLUMNS]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['train_seconds']:.1f} |")
+    lines += ["", "Paired per-seed difference to the best baseline (positive = better), seeds won, "
+              "paired t-test p:", "", "```", rep.comparison(), "```", ""]
+    lines += verdict(rep)
+    return "\n".join(lines) + "\n"
 
 
-def verdict(results: list[dict]) -> tuple[str, dict]:
-    lines, out = [], {}
-    for metric, best in BAR:
-        def val(r: dict) -> float:
-            return r["metrics"].get(metric, math.nan)
-
-        base = [r for r in results if r["model"] in BASELINES and not math.isnan(val(r))]
-        meta = [r for r in results if r["model"].startswith("metamf-") and not math.isnan(val(r))]
-        b, m = best(base, key=val), best(meta, key=val)
-        ok = (val(m) < val(b)) if best is min else (val(m) > val(b))
-        out[metric] = {"best_baseline": b["model"], "baseline": val(b), "best_meta": m["model"],
-                       "meta": val(m), "meta_std": m["std"][metric], "baseline_std": b["std"][metric],
-                       "beats": bool(ok)}
-        lines.append(f"{metric:>13}: best meta {m['model']} {fmt(val(m), m['std'][metric])} vs best "
-                     f"baseline {b['model']} {fmt(val(b), b['std'][metric])} -> {'BEATS' if ok else 'does NOT beat'}")
-    return "\n".join(lines), out
+def verdict(rep: experiments.ExperimentReport) -> list[str]:
+    """Per headline metric: the best meta-learner against the best baseline, and whether it wins every seed."""
+    out = []
+    for metric in COLUMNS:
+        rows = [r for r in rep.results if r["algorithm"] and metric in r.get("vs_best_baseline", {})]
+        if not rows:
+            continue
+        best = max(rows, key=lambda r: r["vs_best_baseline"][metric]["mean_diff"])
+        v = best["vs_best_baseline"][metric]
+        every = v["wins"] == v["seeds"]
+        out.append(f"- {metric}: best meta-learner {best['model']} vs {v['baseline']}: "
+                   f"{v['mean_diff']:+.4f} on average, wins {v['wins']}/{v['seeds']} seeds"
+                   f" -> {'target met' if every and v['mean_diff'] > 0 else 'target missed'}")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-home", default="/work/shared/data")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default="quality_ml100k.json")
+    ap.add_argument("--data-home", default=str(HERE.parents[1] / "shared" / "data"))
+    ap.add_argument("--supports", type=int, nargs="+", default=[3, 5, 10])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--scenario", default="user-cold", choices=("user-cold", "item-cold", "both-cold"))
+    ap.add_argument("--tune", type=int, default=3, help="trials per meta-learner (the command line's default)")
+    ap.add_argument("--out", default=str(HERE / "quality_ml100k.json"))
+    ap.add_argument("--markdown", default=str(HERE / "quality_ml100k.md"))
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = datasets.movielens("100k", data_home=args.data_home)
-    start = time.perf_counter()
-    rep = experiments.run(data, scenario="user", support=10, query="rest", by="time", seeds=args.seeds,
-                          algorithms=BASELINES, meta_variants=variants(), ks=(1, 3, 5, 10, 20),
-                          dataset_name="movielens-100k", show_progress=args.progress,
-                          split_kwargs={"val_fraction": 0.1, "test_fraction": 0.2})
-    text, bar = verdict(rep.results)
-    print(f"MovieLens 100K, user-cold, support 10 by time, query = rest; seeds {args.seeds}; "
-          f"mean ± std over seeds; {time.perf_counter() - start:.0f} s")
-    print(table(rep.results))
-    print(text)
-    out = rep.to_dict()
-    out["quality_bar"] = bar
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1, default=float)
-    print(f"wrote {args.out}")
+    reports, sections = [], []
+    for k in args.supports:
+        start = time.perf_counter()
+        rep = experiments.run(data, scenario=args.scenario, support=k, query="rest", by="time", seeds=args.seeds,
+                              algorithms=ALGORITHMS, tune=args.tune, ks=(1, 3, 5, 10, 20),
+                              dataset_name="movielens-100k", show_progress=args.progress,
+                              split_kwargs={"val_fraction": 0.1, "test_fraction": 0.2})
+        seconds = time.perf_counter() - start
+        sections.append(markdown(rep, seconds))
+        print(sections[-1], flush=True)
+        reports.append({**rep.to_dict(), "seconds": seconds})
+        # Written after every K: a long run keeps what it has.
+        Path(args.out).write_text(json.dumps({"command": vars(args), "reports": reports}, indent=1, default=float))
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text("\n".join(sections))
+    print(f"wrote {args.out} and {args.markdown}")
 
 
 if __name__ == "__main__":

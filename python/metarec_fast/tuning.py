@@ -35,6 +35,7 @@ RATING_SPACE: Mapping[str, Sequence[Any]] = {
 }
 #: Search space of the ranking models (logistic inner loop, ranking meta-objective).
 RANKING_SPACE: Mapping[str, Sequence[Any]] = {
+    "loss": ("logistic", "softmax"),
     "inner_steps": (1, 3, 5, 10),
     "inner_lr": (0.1, 0.3, 0.5, 1.0),
     "dim": (16, 32, 64),

@@ -58,7 +58,7 @@ def train_args(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="ranking models: sampled negatives per task in the query set (default: 400)")
     g.add_argument("--support-negatives", type=nonneg_int, metavar="N",
                    help="ranking models: sampled negatives per task in the support set, also at test time "
-                        "(default: 20)")
+                        "(default: 50)")
     g.add_argument("--init", choices=("random", "pretrained"),
                    help="rating models: start from a pretrained MF (default) or at random")
     g.add_argument("--support-encoder", action=argparse.BooleanOptionalAction, default=None,
@@ -69,7 +69,7 @@ def train_args(p: argparse.ArgumentParser, demo: bool) -> None:
                         "1 = no search)")
     d = DEMO if demo else {}
     g.add_argument("--epochs", type=nonneg_int, default=d.get("epochs"),
-                   help="meta-epochs (default: " + ("%(default)s)" if demo else "30 rating, 60 ranking)"))
+                   help="meta-epochs (default: " + ("%(default)s)" if demo else "30 rating, 40 ranking)"))
     g.add_argument("--patience", type=positive_int, default=5, help="early stop after N epochs without "
                    "validation improvement (default: 5)")
     g.add_argument("--dim", type=positive_int, default=d.get("dim"),
