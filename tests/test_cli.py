@@ -21,7 +21,7 @@ PLOTS = have_matplotlib()
 
 # Tiny sizes: the whole file must stay well under ~90 s on 2 cores.
 SMALL = ["--n-users", "240", "--n-items", "70", "--epochs", "1", "--dim", "4", "--inner-steps", "1",
-         "--quiet", "--threads", "2"]
+         "--quiet", "--threads", "2", "--tune", "1", "--negatives", "20", "--support-negatives", "5"]
 REPORT_KEYS = {"dataset", "scenario", "support", "seeds", "results", "counts", "config", "version"}
 METRIC_KEYS = {"mae", "rmse", "query_ndcg@1", "query_ndcg@3", "precision@10", "recall@10", "ndcg@10", "hr@10",
                "map@10", "mrr@10"}
@@ -78,7 +78,9 @@ def test_train_writes_report_models_bundle(trained):
     rep = check_report(tmp / "rep" / "report.json", plots=PLOTS)
     assert rep["support"] == 5  # the command line wins over the config file
     assert rep["seeds"] == [0, 1] and rep["dataset"] == "synthetic"
-    assert [r["model"] for r in rep["results"]] == ["metamf-maml", "metamf-metasgd", "bias", "popularity"]
+    # Baselines first; a rating and a ranking model per meta-learner (explicit ratings).
+    assert [r["model"] for r in rep["results"]] == ["bias", "popularity", "metamf-maml", "metamf-maml-rank",
+                                                   "metamf-metasgd", "metamf-metasgd-rank"]
     assert {r["algorithm"] for r in rep["results"]} == {"maml", "metasgd", None}
     if PLOTS:
         assert set(rep["plots"]) == {"training_curves.png", "support_sweep.png", "epoch_time.png"}
@@ -90,6 +92,9 @@ def test_train_writes_report_models_bundle(trained):
     for name in ("metamf-maml-seed0.pt", "metamf-maml-seed0.npz", "metamf-metasgd-seed1.npz", "bundle.npz"):
         assert (models / name).is_file(), name
     assert "report:" in out.stdout and "ndcg@10" in out.stdout and "bundle:" in out.stdout
+    # The serving bundle is the best *ranking* model; the report says how items were ranked.
+    assert "bundle: " in out.stdout and "-rank" in out.stdout.split("bundle: ")[1].splitlines()[0]
+    assert "ties in seeded random order" in out.stdout and "against the best baseline" in out.stdout
     import torch
 
     state = torch.load(models / "metamf-maml-seed0.pt", weights_only=False)
@@ -141,8 +146,8 @@ def test_demo_runs_all_meta_learners_and_baselines(tmp_path):
     out = run("demo", *SMALL, "--n-users", "150", "--n-items", "50", "--sweep-ks", "1", "3", cwd=tmp_path)
     rep = check_report(tmp_path / "metarec-report" / "report.json", plots=PLOTS)
     names = [r["model"] for r in rep["results"]]
-    assert names == ["metamf-maml", "metamf-fomaml", "metamf-reptile", "metamf-metasgd", "popularity", "bias",
-                     "pretrain-finetune", "itemknn", "ease"]
+    assert names == ["popularity", "bias", "pretrain-finetune", "itemknn", "ease", "als"] + [
+        f"metamf-{a}{s}" for a in ("maml", "fomaml", "reptile", "metasgd") for s in ("", "-rank")]
     assert rep["config"]["engine"] == "cpp"
     assert "metarec-report" in out.stdout and "pretrain-finetune" in out.stdout
 
@@ -180,11 +185,13 @@ def test_train_on_movielens_100k(ml100k_path, tmp_path):
         home = tmp_path / "home"
     run("train", "--dataset", "movielens-100k", "--data-home", str(home), "--no-download", "--algorithm", "maml",
         "bias", "--epochs", "1", "--dim", "8", "--inner-steps", "2", "--quiet", "--no-engine-timing",
-        "--no-plots", "--report", str(tmp_path / "rep"), cwd=tmp_path)
+        "--no-plots", "--tune", "1", "--report", str(tmp_path / "rep"), cwd=tmp_path)
     rep = check_report(tmp_path / "rep" / "report.json", plots=False)
     assert rep["dataset"] == "movielens-100k"
-    maml = rep["results"][0]
-    assert maml["model"] == "metamf-maml" and 0.5 < maml["metrics"]["rmse"] < 1.5
+    by = {r["model"]: r for r in rep["results"]}
+    assert list(by) == ["bias", "metamf-maml", "metamf-maml-rank"]
+    assert 0.5 < by["metamf-maml"]["metrics"]["rmse"] < 1.5
+    assert by["metamf-maml-rank"]["metrics"]["ndcg@10"] > 0.05
     assert rep["counts"]["seed0"]["test_tasks"] > 100
 
 
@@ -286,3 +293,33 @@ def test_recut_keeps_query_fixed():
                              test.query.items[test.query.indptr[t]:test.query.indptr[t + 1]]])
     np.testing.assert_array_equal(b.support.items[:8], merged[:8])
     np.testing.assert_array_equal(b.query.items[:b.query.indptr[1]], merged[8:])
+
+
+def test_train_loss_and_tune_flags(tmp_path):
+    """--loss picks the models (rating only, ranking only with a given objective), --tune the trials;
+    flags left out keep each objective's library default."""
+    args = cli.parse(["train", "--loss", "softmax", "--inner-lr", "0.2"])
+    from metarec_fast.cli.train import _meta_configs
+    from metarec_fast.experiments import RANKING_DEFAULT, RATING_DEFAULT
+
+    objectives, rating, ranking = _meta_configs(args)
+    assert objectives == ("ranking",) and ranking.loss == "softmax" and ranking.inner_lr == 0.2
+    assert ranking.negatives == RANKING_DEFAULT.negatives and rating.init == RATING_DEFAULT.init
+    assert _meta_configs(cli.parse(["train"]))[0] == "auto"
+    assert _meta_configs(cli.parse(["train", "--loss", "mse"]))[0] == ("rating",)
+    assert cli.parse(["train"]).tune == 3 and cli.parse(["demo"]).tune == 1
+    at = SMALL.index("--tune")
+    small = SMALL[:at] + SMALL[at + 2:]
+    run("train", *small, "--algorithm", "fomaml", "popularity", "--loss", "mse", "--tune", "2",
+        "--no-support-sweep", "--no-engine-timing", "--no-plots", "--report", str(tmp_path / "a"), cwd=tmp_path)
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert [r["model"] for r in rep["results"]] == ["popularity", "metamf-fomaml"]
+    assert len(rep["config"]["tuning"]["metamf-fomaml"]["seed0"]) == 2
+    assert rep["config"]["search_space"]["rating"]["inner_lr"]
+    run("train", *SMALL, "--algorithm", "maml", "--loss", "bpr", "--no-support-sweep", "--no-engine-timing",
+        "--no-plots", "--report", str(tmp_path / "b"), cwd=tmp_path)
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [r["model"] for r in rep["results"]] == ["metamf-maml-rank"]
+    assert rep["config"]["rank_meta"]["loss"] == "bpr"
+    out = run("train", "--loss", "bpr", "--init", "pretrained", check=False, cwd=tmp_path)
+    assert out.returncode == 2 and "--init" in out.stderr

@@ -31,8 +31,13 @@ class RandomScorer:
         return np.stack([g.uniform(1, 5, tasks.n_items) for g in rng])
 
 
-def direct_metrics(scores, tasks, k, threshold=4.0):
-    """Per-user loops: the reference for evaluate()."""
+def direct_metrics(scores, tasks, k, threshold=4.0, tie_order=None):
+    """Per-user loops: the reference for evaluate(). Equal scores go to the item that
+    comes first in ``tie_order`` (default: the lower id)."""
+    tie_rank = np.arange(tasks.n_items)
+    if tie_order is not None:
+        tie_rank = np.empty(tasks.n_items, dtype=np.int64)
+        tie_rank[tie_order] = np.arange(tasks.n_items)
     ndcgs, precs, recalls, q_ndcgs = [], [], [], []
     abs_err, sq_err, n = 0.0, 0.0, 0
     for u in range(len(tasks)):
@@ -53,7 +58,7 @@ def direct_metrics(scores, tasks, k, threshold=4.0):
         if idcg > 0:
             q_ndcgs.append((gains[order][:k] * disc[: min(k, len(gains))]).sum() / idcg)
         # Full ranking with support excluded; ties to the lower id.
-        cand = [i for i in np.lexsort((np.arange(tasks.n_items), -scores[u])) if i not in sup][:k]
+        cand = [i for i in np.lexsort((tie_rank, -scores[u])) if i not in sup][:k]
         rel = set(q_items[q_r >= threshold].tolist())
         if not rel:
             continue
@@ -245,3 +250,71 @@ def test_ranking_among_cold_items_matches_direct_computation():
 def split_without_cold():
     data = datasets.synthetic(n_users=100, n_items=50, n_interactions=2000, random_state=0)
     return cold_start_split(data, scenario="user", support=3, random_state=0).test
+
+
+class CoarseScorer:
+    """Scores with many ties (three levels), the way counts and unseen items tie."""
+
+    predicts_ratings = False
+    name = "coarse"
+
+    def score(self, tasks):
+        return np.tile((np.arange(tasks.n_items) % 3).astype(float), (len(tasks), 1))
+
+
+@pytest.mark.parametrize("tie_seed", [0, 1, 7])
+def test_ties_are_broken_by_a_seeded_random_order_not_by_id(split, tie_seed):
+    model = CoarseScorer()
+    rep = evaluate([model], split.test, protocols=("full_ranking",), ks=(10,), tie_seed=tie_seed)
+    perm = np.random.default_rng(tie_seed).permutation(split.test.n_items)
+    ref = direct_metrics(model.score(split.test), split.test, 10, tie_order=perm)
+    assert rep["coarse"]["ndcg@10"] == pytest.approx(ref["ndcg"], rel=1e-12)
+    assert rep["coarse"]["recall@10"] == pytest.approx(ref["recall"], rel=1e-12)
+    by_id = direct_metrics(model.score(split.test), split.test, 10)
+    assert rep["coarse"]["ndcg@10"] != pytest.approx(by_id["ndcg"], rel=1e-6)
+    assert "random" in rep.config["ties"]
+    again = evaluate([model], split.test, protocols=("full_ranking",), ks=(10,), tie_seed=tie_seed)
+    assert again["coarse"] == rep["coarse"]
+
+
+def test_equal_query_predictions_are_not_ordered_by_time(split):
+    """A constant predictor's within-query nDCG is a random-order nDCG: it changes with
+    the tie seed and is not the nDCG of the query in its time order."""
+    const = CoarseScorer()
+    const.score = lambda tasks: np.zeros((len(tasks), tasks.n_items))
+    values = {evaluate([const], split.test, protocols=("query_ranking",), ks=(3,), tie_seed=s)["coarse"][
+        "query_ndcg@3"] for s in range(4)}
+    assert len(values) == 4
+    time_order = direct_metrics(np.zeros((len(split.test), split.test.n_items)), split.test, 3)["query_ndcg"]
+    assert time_order not in values
+
+
+def test_candidates_auto_ranks_new_items_among_new_items():
+    data = datasets.synthetic(n_users=300, n_items=120, n_interactions=9000, random_state=2)
+    split = cold_start_split(data, scenario="item", support=3, query="rest", random_state=0)
+    model = RandomScorer()
+    auto = evaluate([model], split.test, protocols=("full_ranking",), ks=(5,))
+    cold = evaluate([model], split.test, protocols=("full_ranking",), ks=(5,), candidates="cold")
+    assert auto.config["candidates"] == "cold" and auto["random"] == cold["random"]
+    assert auto.config["n_candidates"] == np.unique(split.test.cold_items).size
+    user = evaluate([model], split_without_cold(), protocols=("full_ranking",), ks=(5,))
+    assert user.config["candidates"] == "all"
+
+
+def test_als_fold_in_is_the_exact_least_squares_solve(split):
+    from metarec_fast.baselines import ALS
+
+    als = ALS(factors=8, reg=1.0, alpha=5.0, iterations=3).fit(split.train)
+    y = als.item_factors
+    scores = als.score(split.test)
+    for u in (0, 3, len(split.test) - 1):
+        s = split.test.support
+        items = np.unique(s.items[s.indptr[u]:s.indptr[u + 1]])
+        a = y.T @ y + 1.0 * np.eye(8) + 5.0 * y[items].T @ y[items]
+        x = np.linalg.solve(a, 6.0 * y[items].sum(0))
+        np.testing.assert_allclose(scores[u], y @ x, rtol=1e-9, atol=1e-12)
+    # Tuned on validation nDCG@10 over its grid; it beats popularity here.
+    tuned = ALS(factor_grid=(8,), reg_grid=(1.0, 10.0), alpha_grid=(5.0,), iterations=3).fit(split.train, split.val)
+    assert tuned.tuning["trials"] == 2 and tuned.reg_ in (1.0, 10.0)
+    rep = evaluate([tuned, Popularity().fit(split.train)], split.test, protocols=("full_ranking",), ks=(10,))
+    assert rep["als"]["ndcg@10"] > rep["popularity"]["ndcg@10"]

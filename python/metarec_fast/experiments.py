@@ -22,7 +22,7 @@ from .evaluation import PROTOCOLS, Report, evaluate, format_table
 logger = logging.getLogger("metarec_fast")
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
-BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease")
+BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease", "als")
 #: Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = ("mae", "rmse")
 #: The metrics every results table compares against the best baseline.
@@ -129,7 +129,7 @@ def _baseline(name: str) -> Any:
     from . import baselines as b
 
     table = {"popularity": b.Popularity, "bias": b.BiasBaseline, "pretrain-finetune": b.PretrainFinetune,
-             "itemknn": b.ItemKNN, "ease": b.EASE}
+             "itemknn": b.ItemKNN, "ease": b.EASE, "als": b.ALS}
     if name not in table:
         raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
     return table[name]()

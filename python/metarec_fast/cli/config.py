@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
-META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
-BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease")
+from ..experiments import BASELINES, META_ALGORITHMS  # noqa: E402  (one list of names for the API and the CLI)
 SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
 MOVIELENS_SPECS = ("movielens-100k", "movielens-1m", "movielens-latest-small", "movielens-10m",
                    "movielens-20m", "movielens-25m")
