@@ -428,14 +428,6 @@ def _meta_config(args: argparse.Namespace) -> Any:
                       patience=args.patience, engine=engine, model=args.model)
 
 
-def _save_torch(path: Path, obj: Any) -> Path:
-    import torch
-
-    from ._io import atomic_write
-
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
 # ---------------------------------------------------------------- train / demo
 def cmd_train(args: argparse.Namespace) -> int:
     rank, world, trainer_class = 0, 1, None
@@ -523,6 +515,7 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
 
 def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, seed: int, scorers: list[Any],
                  data: Any, state: dict[str, Any], split_val: Any) -> None:
+    from .meta import save_model_file
     from .serving import Recommender
 
     train_cfg = {"data": spec, "scenario": args.scenario, "support": args.support, "query": args.query,
@@ -535,7 +528,7 @@ def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, s
         name = f"{scorer.name}-seed{seed}"
         model = learner.model
         model_args = {"n_items": int(data.n_items), "dim": args.dim, "loss": model.loss}
-        pt = _save_torch(folder / f"{name}.pt", {
+        pt = save_model_file(folder / f"{name}.state.npz", {
             "format": "metarec-fast-model", "version": 1, "model": type(model).__name__,
             "model_args": model_args, "algorithm": learner.algorithm, "engine": learner.engine,
             "state_dict": learner.state_dict(), "train": train_cfg})
