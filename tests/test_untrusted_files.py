@@ -325,6 +325,16 @@ def test_bundle_declaring_absurd_shapes_is_refused_before_allocation(tmp_path):
     assert peak < ALLOC_LIMIT
 
 
+def test_bundle_asking_for_absurd_inner_steps_is_refused(tmp_path):
+    """adapt() keeps every step ([users, steps + 1, d + 1]): the step count is a size too."""
+    content = members(small_recommender().save(tmp_path / "b.npz"))
+    header = header_of(content)
+    header["steps"] = HUGE
+    write_zip(tmp_path / "steps.npz", with_header(content, header))
+    with pytest.raises(ValueError, match=r"steps.npz asks for 1000000000000 inner steps, more than the 10000"):
+        Recommender.load(tmp_path / "steps.npz")
+
+
 def test_zip_member_sizes_beyond_the_file_are_refused(tmp_path):
     path = small_recommender().save(tmp_path / "b.npz")
     blob = bytearray(path.read_bytes())

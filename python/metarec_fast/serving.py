@@ -24,6 +24,9 @@ from .ops.adapt import check_inner_loop, linear_head_adapt
 
 FORMAT = "metarec-fast-recommender"
 FORMAT_VERSION = 1
+# adapt() keeps every inner step ([users, steps + 1, d + 1]): a bundle may not ask for absurd
+# numbers (meta-learned inner loops run 1-20 steps).
+MAX_BUNDLE_STEPS = 10_000
 
 
 @dataclass
@@ -299,6 +302,9 @@ class Recommender:
         missing = {"item_vectors", "item_offsets", "p0", "alpha"} - set(arrays)
         if missing:
             raise ValueError(f"{path} is not a complete metarec-fast bundle: no {sorted(missing)}")
+        steps = header.get("steps")
+        if type(steps) is int and steps > MAX_BUNDLE_STEPS:
+            raise ValueError(f"{path} asks for {steps} inner steps, more than the {MAX_BUNDLE_STEPS} a bundle may")
         try:
             return cls(
                 arrays["item_vectors"], arrays["item_offsets"], arrays["p0"], header["b0"],
