@@ -182,6 +182,12 @@ def test_state_tree_nodes_are_data_only(tmp_path, trainer):
     write_zip(path, with_header(content, header))
     with pytest.raises(ValueError, match=r"unknown node '__reduce__'"):
         trainer.load_checkpoint(path)
+    for depth in (900, 100_000):  # parsed by json but too deep to decode, or too deep to parse
+        header["state"]["epoch"] = "deep"
+        text = json.dumps(header).replace('"deep"', "[" * depth + "]" * depth).encode()
+        write_zip(path, {**content, "header.npy": npy(np.frombuffer(text, np.uint8))})
+        with pytest.raises(ValueError, match="nested too deeply|maximum recursion depth"):
+            trainer.load_checkpoint(path)
 
 
 def test_convert_needs_trust_and_then_resumes_exactly(tmp_path, trainer):

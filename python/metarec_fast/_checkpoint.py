@@ -52,7 +52,10 @@ def load_state(path: PathLike, fmt: str) -> Any:
         raise FileFormatError(f"{path} has {what} format version {header.get('version')!r}, "
                               f"this metarec-fast reads version {FORMAT_VERSION}")
     used: set[str] = set()
-    state = _decode(header.get("state"), arrays, used, Path(path))
+    try:
+        state = _decode(header.get("state"), arrays, used, Path(path))
+    except RecursionError:
+        raise FileFormatError(f"{path} is corrupted or hostile: its state is nested too deeply") from None
     if used != set(arrays):
         raise FileFormatError(f"{path} is corrupted: arrays {sorted(set(arrays) - used)} are not in its state")
     return state
