@@ -3,16 +3,22 @@
 # run the kernel tests against it.
 #   bash scripts/sanitize.sh [pytest args...]     (default: the kernel test files)
 # The instrumented package goes to a private virtual environment (.venv-asan)
-# that reuses the system's packages; the normal install is left alone.
+# that sees the current Python environment's packages (a system interpreter or an
+# active virtualenv; PYTHON overrides `python`); the normal install is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-asan
-[ -x "$venv/bin/python" ] || python -m venv --system-site-packages "$venv"
+bash scripts/venv_like_current.sh "$venv"
 # The build backend and tools (a normal install gets them through build isolation).
 "$venv/bin/python" -m pip install -q scikit-build-core pybind11 cmake ninja 2>&1 | grep -v "Running pip as the 'root'" || true
+# (--config-settings, not -C: pip < 23.1, e.g. a fresh venv's, has no -C.)
 "$venv/bin/python" -m pip install -q --no-build-isolation --no-deps \
-  -Ccmake.define.METAREC_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo \
-  -Cbuild-dir=build/asan . 2>&1 | grep -v "Running pip as the 'root'" || true
+  --config-settings=cmake.define.METAREC_SANITIZE=ON --config-settings=cmake.build-type=RelWithDebInfo \
+  --config-settings=build-dir=build/asan . 2>&1 | grep -v "Running pip as the 'root'" || true
+# The tests must import the instrumented build, not another install the environment sees.
+"$venv/bin/python" -c 'import importlib.util as u, sys; s = u.find_spec("metarec_fast")
+f = s.origin if s else "nothing (did the build above fail?)"
+sys.exit(None if f.startswith(sys.prefix) else f"metarec_fast resolves to {f}, not the sanitizer build")'
 # Leaks: a standalone C++ program (cpp/tests/leak_check.cpp, not in the wheel)
 # calls every kernel of the instrumented static library, through its normal and
 # exception paths, with LeakSanitizer on; a kernel that leaks fails the script.

@@ -15,6 +15,11 @@ from metarec_fast.models import MetaMF
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from linear_tasks import DIM, N_ITEMS, linear_tasks as shared_linear_tasks  # noqa: E402
 
+# Seconds a collective waits for the other rank. Generous, so that a rank descheduled for a
+# while on a loaded machine does not fail a run; the failure tests do not wait for it (a dead
+# or failing peer is noticed at once: closed connection, or the status slot of the all-reduce).
+PG_TIMEOUT = 30
+
 def linear_tasks(n_tasks, seed, dtype=torch.float64):
     return shared_linear_tasks(n_tasks, seed, dtype, ragged=True)
 
@@ -55,7 +60,8 @@ def main() -> None:
     # The session leaves the process group at the end: all ranks together (barrier +
     # destroy_process_group) after success, at once after an error. Tearing gloo down at
     # interpreter exit while the peer is already gone can abort the process instead.
-    with distributed_session(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=8):
+    with distributed_session(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                             timeout=PG_TIMEOUT):
         run(scenario, rank, out, args)
 
 

@@ -89,15 +89,15 @@ def test_train_writes_report_models_bundle(trained):
         (a, e) for a in ("maml", "metasgd") for e in ("cpp", "torch")}
     assert "metamf-maml/seed1" in rep["history"]
     models = tmp / "rep" / "models"
-    for name in ("metamf-maml-seed0.pt", "metamf-maml-seed0.npz", "metamf-metasgd-seed1.npz", "bundle.npz"):
+    for name in ("metamf-maml-seed0.state.npz", "metamf-maml-seed0.npz", "metamf-metasgd-seed1.npz", "bundle.npz"):
         assert (models / name).is_file(), name
     assert "report:" in out.stdout and "ndcg@10" in out.stdout and "bundle:" in out.stdout
     # The serving bundle is the best *ranking* model; the report says how items were ranked.
     assert "bundle: " in out.stdout and "-rank" in out.stdout.split("bundle: ")[1].splitlines()[0]
     assert "ties in seeded random order" in out.stdout and "against the best baseline" in out.stdout
-    import torch
+    from metarec_fast.meta import load_model_file
 
-    state = torch.load(models / "metamf-maml-seed0.pt", weights_only=False)
+    state = load_model_file(models / "metamf-maml-seed0.state.npz")
     assert state["format"] == "metarec-fast-model" and "model.item_embedding" in state["state_dict"]
 
 

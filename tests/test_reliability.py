@@ -66,39 +66,56 @@ def test_thread_count_changes_between_calls_are_safe():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
+    """Ctrl-C stops a kernel mid-call, not at its end: the kernel polls for it between chunks.
+
+    The bound is relative to a calibration taken in the same child process, so it holds on a
+    loaded machine: the child times 1/8 of the call (``estimate`` = 8x that), the SIGINT is
+    sent a quarter of the way into the first call, and it must stop within 0.25 * estimate + 0.5 s.
+    Without polling it would run to the end of the call, about 0.75 * estimate later, which
+    exceeds the bound whenever the call takes more than 1 s (it takes ~4 s on 2 idle cores).
+    """
     code = textwrap.dedent("""
         import sys, time, numpy as np
         from metarec_fast import ops
         rng = np.random.default_rng(0)
-        q = rng.standard_normal((4000, 64), dtype=np.float32)
+        q = rng.standard_normal((12000, 64), dtype=np.float32)
         items = rng.standard_normal((400_000, 64), dtype=np.float32)
-        print("ready", flush=True)
+        t = time.perf_counter()
+        ops.topk_dot(q[:1500], items, 10)
+        print("ready", 8 * (time.perf_counter() - t), flush=True)
         start = time.perf_counter()
         try:
-            while time.perf_counter() - start < 60:
+            while time.perf_counter() - start < 120:  # more calls if the machine sped up
                 ops.topk_dot(q, items, 10)
             print("never interrupted", flush=True)
         except KeyboardInterrupt:
-            print(f"interrupted {time.perf_counter() - start:.2f}", flush=True)
+            print("interrupted", flush=True)
         ids, _ = ops.topk_dot(q[:2], items[:100], 3)
         print("usable", ids.shape, flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.5)
+    word, estimate = proc.stdout.readline().split()
+    assert word == "ready"
+    estimate = float(estimate)
+    time.sleep(0.25 * estimate)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     line = proc.stdout.readline().strip()
     latency = time.perf_counter() - sent
     rest = proc.stdout.read()
-    proc.wait(timeout=30)
-    assert line.startswith("interrupted"), line
-    assert latency < 1.0, f"took {latency:.2f} s to stop"
+    proc.wait(timeout=60)
+    assert line == "interrupted", line
+    bound = 0.25 * estimate + 0.5
+    assert latency < bound, f"took {latency:.2f} s to stop (bound {bound:.2f} s; one call ~{estimate:.2f} s)"
     assert "usable (2, 3)" in rest
 
 
 def kill_while_saving(setup: str, save: str) -> None:
-    """Run ``setup``, then ``save`` once and in a loop; SIGKILL mid-loop."""
+    """Run ``setup``, then ``save`` once and in a loop; SIGKILL mid-loop.
+
+    No timing bound: the saves run back to back, so the kill lands in one of them (or between
+    two) wherever the machine's load puts it, and the caller checks that the file on disk is
+    then a complete earlier save, whichever moment that was."""
     code = textwrap.dedent(setup) + f"\n{save}\nprint('saved', flush=True)\nwhile True:\n    {save}\n"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "saved"

@@ -7,7 +7,7 @@ every rank builds the same model, trainer and task set, then::
 
     with distributed_session(timeout=120):  # reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT
         trainer = DistributedMetaTrainer(model, meta_batch_size=64, random_state=0)
-        trainer.fit(train_tasks, val_tasks, epochs=10, checkpoint="ckpt.pt")
+        trainer.fit(train_tasks, val_tasks, epochs=10, checkpoint="ckpt.npz")
     # every rank has left the process group together (barrier + destroy_process_group)
 
 How a step works: every rank draws the same global task order (same seed), takes

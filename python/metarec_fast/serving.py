@@ -12,21 +12,21 @@ catalogue with the fused top-k kernel.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import read_container, write_container
 from ._validation import as_float_array, as_index_array, check_k
 from .ops.adapt import check_inner_loop, linear_head_adapt
 
 FORMAT = "metarec-fast-recommender"
 FORMAT_VERSION = 1
+# adapt() keeps every inner step ([users, steps + 1, d + 1]): a bundle may not ask for absurd
+# numbers (meta-learned inner loops run 1-20 steps).
+MAX_BUNDLE_STEPS = 10_000
 
 
 @dataclass
@@ -314,56 +314,53 @@ class Recommender:
             arrays["encoder_bias"] = self.encoder_bias
         return arrays
 
-    def save(self, path: str | Path) -> Path:
-        """Write an ``.npz`` bundle (no pickles) with a JSON header, atomically."""
-        arrays = self._arrays()
+    def save(self, path: str | Path, key: bytes | str | None = None) -> Path:
+        """Write an ``.npz`` bundle (no pickles) with a JSON header, atomically.
+
+        With ``key`` (bytes or str) the bundle is signed: an HMAC-SHA256 over
+        the header, which holds every array's SHA-256, so that
+        ``load(path, key=key)`` accepts only bundles made with the same key.
+        """
         header = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "dtype": str(self.item_vectors.dtype),
-            "shapes": {k: list(v.shape) for k, v in arrays.items()},
-            "sha256": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in arrays.items()},
             "b0": self.b0, "alpha_b": self.alpha_b, "steps": self.steps, "l2": self.l2,
             "loss": self.loss, "config": self.config,
         }
-        blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-
-        def write(f: Any) -> None:
-            np.savez(f, header=blob, **arrays)
-
-        return atomic_write(path, write)
+        return write_container(path, header, self._arrays(), key=key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recommender":
-        """Read a bundle written by :meth:`save`; a truncated, corrupted or foreign
-        file raises ValueError saying so."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                header = json.loads(bytes(z["header"]).decode())
-                arrays = {k: z[k] for k in z.files if k != "header"}
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError,
-                json.JSONDecodeError, NotImplementedError, RuntimeError) as exc:
-            # (zipfile raises NotImplementedError / RuntimeError for damaged flag bits:
-            # "compressed patched data", "encrypted")
-            raise ValueError(f"{path} is not a readable metarec-fast bundle (truncated or foreign): {exc}") from exc
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a metarec-fast recommender bundle")
+    def load(cls, path: str | Path, key: bytes | str | None = None) -> "Recommender":
+        """Read a bundle written by :meth:`save`; a truncated, corrupted, foreign or
+        hostile file raises ValueError saying so. Nothing in the file is executed
+        and no array larger than the file is allocated.
+
+        With ``key``, only a bundle signed with that key loads (an unsigned one,
+        or one signed with another key, raises ValueError). Without ``key``, a
+        signed bundle loads with its signature unchecked (logged at INFO level):
+        its checksums still detect corruption, but not deliberate changes.
+        """
+        header, arrays = read_container(path, FORMAT, "metarec-fast bundle", key=key)
         if header.get("version") != FORMAT_VERSION:
             raise ValueError(f"{path} has bundle format version {header.get('version')}, "
                              f"this metarec-fast reads version {FORMAT_VERSION}")
-        for name, digest in header["sha256"].items():
-            if name not in arrays or hashlib.sha256(np.ascontiguousarray(arrays[name]).tobytes()).hexdigest() != digest:
-                raise ValueError(f"{path} is corrupted: array {name!r} fails its checksum")
-        return cls(
-            arrays["item_vectors"], arrays["item_offsets"], arrays["p0"], header["b0"],
-            alpha=arrays["alpha"], alpha_b=header["alpha_b"], steps=header["steps"], l2=header["l2"],
-            loss=header["loss"], init_weight=arrays.get("init_weight"), init_bias=arrays.get("init_bias"),
-            encoder_table=arrays.get("encoder_table"), encoder_weight=arrays.get("encoder_weight"),
-            encoder_bias=arrays.get("encoder_bias"), config=header["config"],
-        )
+        missing = {"item_vectors", "item_offsets", "p0", "alpha"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path} is not a complete metarec-fast bundle: no {sorted(missing)}")
+        steps = header.get("steps")
+        if type(steps) is int and steps > MAX_BUNDLE_STEPS:
+            raise ValueError(f"{path} asks for {steps} inner steps, more than the {MAX_BUNDLE_STEPS} a bundle may")
+        try:
+            return cls(
+                arrays["item_vectors"], arrays["item_offsets"], arrays["p0"], header["b0"],
+                alpha=arrays["alpha"], alpha_b=header["alpha_b"], steps=header["steps"], l2=header["l2"],
+                loss=header["loss"], init_weight=arrays.get("init_weight"), init_bias=arrays.get("init_bias"),
+                encoder_table=arrays.get("encoder_table"), encoder_weight=arrays.get("encoder_weight"),
+                encoder_bias=arrays.get("encoder_bias"), config=header["config"],
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path} is not a valid metarec-fast bundle: {exc!r}") from exc
 
 
 #: Prior strength of the shrunk mean residual; equals ``models.mf.SUPPORT_SHRINK``

@@ -140,14 +140,6 @@ def _meta_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             dataclasses.replace(RANKING_DEFAULT, **ranking))
 
 
-def _save_torch(path: Path, obj: Any) -> Path:
-    import torch
-
-    from .._io import atomic_write
-
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     rank, world, trainer_class = 0, 1, None
     if args.distributed:
@@ -241,6 +233,7 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
 
 def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, seed: int, scorers: list[Any],
                  data: Any, state: dict[str, Any], split_val: Any) -> None:
+    from ..meta import save_model_file
     from ..serving import Recommender
 
     train_cfg = {"data": spec, "scenario": args.scenario, "support": args.support, "query": args.query,
@@ -253,7 +246,7 @@ def _save_models(args: argparse.Namespace, spec: dict[str, Any], folder: Path, s
         name = f"{scorer.name}-seed{seed}"
         model = learner.model
         model_args = {"n_items": int(data.n_items), "dim": int(getattr(model, "dim", 0)), "loss": model.loss}
-        pt = _save_torch(folder / f"{name}.pt", {
+        pt = save_model_file(folder / f"{name}.state.npz", {
             "format": "metarec-fast-model", "version": 1, "model": type(model).__name__,
             "model_args": model_args, "algorithm": learner.algorithm, "engine": learner.engine,
             "state_dict": learner.state_dict(), "train": train_cfg})

@@ -8,7 +8,9 @@ pandas' python engine for multi-character separators.
 
 Every error in a file names the file, the 1-based line number and the line's
 content: a malformed line (wrong number of fields, a non-numeric value), a
-missing or negative id, a NaN rating. An empty file is an error too.
+missing or negative id, a NaN rating. An empty file is an error too. A file
+whose estimated peak memory exceeds what is available raises MemoryError
+before it is read (see :mod:`metarec_fast.data._memory`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._memory import CSV_EXPANSION, PARQUET_EXPANSION, check_fits
 from .features import Features
 from .interactions import Interactions, RowError
 
@@ -99,6 +102,7 @@ class _Text:
 def _check_file(path: Path) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    check_fits(path, path.stat().st_size * CSV_EXPANSION, "text file")
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is never data (and not a line of its own)
         data = data[3:]
@@ -398,6 +402,9 @@ def load_table(
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
         try:
+            meta = pq.ParquetFile(path).metadata  # the footer only
+            check_fits(path, PARQUET_EXPANSION * sum(meta.row_group(k).total_byte_size
+                                                     for k in range(meta.num_row_groups)), "Parquet file")
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None

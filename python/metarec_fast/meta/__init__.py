@@ -1,5 +1,6 @@
 """Meta-learning algorithms and inner-loop engines (import needs torch)."""
 
+from .._checkpoint import convert_checkpoint, load_model_file, save_model_file
 from .algorithms import ALGORITHMS, MetaLearner
 from .batch import TaskBatch
 from .inner import adapt, query_losses, task_predictions
@@ -14,6 +15,9 @@ __all__ = [
     "MetaTrainer",
     "TaskBatch",
     "adapt",
+    "convert_checkpoint",
+    "load_model_file",
     "query_losses",
+    "save_model_file",
     "task_predictions",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import math
 import time
@@ -13,7 +11,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 
-from .._io import atomic_write
+from .._checkpoint import CHECKPOINT_FORMAT, load_state, save_state
 from ..models.base import MetaModel
 from .algorithms import MetaLearner
 from .batch import TaskBatch
@@ -22,8 +20,7 @@ from .inner import query_losses
 logger = logging.getLogger("metarec_fast")
 
 OPTIMIZERS = ("adam", "sgd")
-CHECKPOINT_VERSION = 1
-CHECKPOINT_MAGIC = b"metarec-fast checkpoint sha256="
+CHECKPOINT_VERSION = 2  # of state_dict(); 1 was 0.1.0's (the same dict, stored as a pickle)
 
 
 class DivergenceError(RuntimeError):
@@ -352,6 +349,8 @@ class MetaTrainer:
 
     # -- checkpoints ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The full training state (what :meth:`save_checkpoint` writes): model and optimiser
+        tensors, epoch, history, best validation state, the generator's state (plain data)."""
         return {
             "version": CHECKPOINT_VERSION,
             "learner": self.learner.state_dict(),
@@ -367,43 +366,33 @@ class MetaTrainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the full training state atomically (a kill mid-write keeps the old file),
-        with a SHA-256 of the payload so a corrupted file is detected on load."""
-        buffer = io.BytesIO()
-        torch.save(self.state_dict(), buffer)
-        payload = buffer.getvalue()
-        digest = hashlib.sha256(payload).hexdigest().encode()
-
-        def write(f: Any) -> None:
-            f.write(CHECKPOINT_MAGIC + digest + b"\n")
-            f.write(payload)
-
-        return atomic_write(path, write)
+        without pickle (tensors as arrays, the rest as JSON), with a SHA-256 per array
+        so that a corrupted or truncated file is detected on load."""
+        return save_state(path, self.state_dict(), CHECKPOINT_FORMAT)
 
     def load_checkpoint(self, path: str | Path) -> "MetaTrainer":
-        """Restore a state written by :meth:`save_checkpoint`; :meth:`fit` then continues."""
-        raw = Path(path).read_bytes()
-        header, sep, payload = raw.partition(b"\n")
-        if not sep or not header.startswith(CHECKPOINT_MAGIC):
-            raise ValueError(f"{path} is not a metarec-fast checkpoint (no header)")
-        if hashlib.sha256(payload).hexdigest().encode() != header[len(CHECKPOINT_MAGIC):]:
-            raise ValueError(f"{path} is corrupted or truncated: its checksum does not match")
-        try:
-            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-        except Exception as exc:  # a foreign payload behind a valid header
-            raise ValueError(f"{path} is not a readable metarec-fast checkpoint: {exc}") from exc
+        """Restore a state written by :meth:`save_checkpoint`; :meth:`fit` then continues.
+
+        Never runs code from the file. A 0.1.0 checkpoint (a pickle) raises
+        ValueError naming :func:`~metarec_fast.meta.convert_checkpoint`.
+        """
+        state = load_state(path, CHECKPOINT_FORMAT)
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is not a metarec-fast checkpoint (version {CHECKPOINT_VERSION})")
-        if state["algorithm"] != self.learner.algorithm:
+        if state.get("algorithm") != self.learner.algorithm:
             raise ValueError(
-                f"{path} was written by algorithm {state['algorithm']!r}, this trainer runs "
+                f"{path} was written by algorithm {state.get('algorithm')!r}, this trainer runs "
                 f"{self.learner.algorithm!r}"
             )
-        self.learner.load_state_dict(state["learner"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = state["epoch"]
-        self.history = list(state["history"])
-        self.best_val = state["best_val"]
-        self.best_state = state["best_state"]
-        self._stale = state["stale"]
-        self.rng.bit_generator.state = state["rng"]
+        try:
+            self.learner.load_state_dict(state["learner"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.epoch = int(state["epoch"])
+            self.history = list(state["history"])
+            self.best_val = float(state["best_val"])
+            self.best_state = state["best_state"]
+            self._stale = int(state["stale"])
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise ValueError(f"{path} does not fit this trainer (model or optimizer differ?): {exc}") from exc
         return self
