@@ -314,7 +314,11 @@ def test_train_loss_and_tune_flags(tmp_path):
         "--no-support-sweep", "--no-engine-timing", "--no-plots", "--report", str(tmp_path / "a"), cwd=tmp_path)
     rep = json.loads((tmp_path / "a" / "report.json").read_text())
     assert [r["model"] for r in rep["results"]] == ["popularity", "metamf-fomaml"]
-    assert len(rep["config"]["tuning"]["metamf-fomaml"]["seed0"]) == 2
+    trials = rep["config"]["tuning"]["metamf-fomaml"]["seed0"]
+    assert len(trials) == 2
+    # Flags the user gave are kept by the search; the rest is searched.
+    assert all(t["config"]["dim"] == 4 and t["config"]["inner_steps"] == 1 for t in trials)
+    assert "dim" in rep["config"]["tune_fixed"] and "outer_lr" not in rep["config"]["tune_fixed"]
     assert rep["config"]["search_space"]["rating"]["inner_lr"]
     run("train", *SMALL, "--algorithm", "maml", "--loss", "bpr", "--no-support-sweep", "--no-engine-timing",
         "--no-plots", "--report", str(tmp_path / "b"), cwd=tmp_path)

@@ -96,3 +96,30 @@ def test_compare_to_baselines_counts_wins_and_signs():
     np.testing.assert_allclose(ndcg["diffs"], [0.1, -0.1, 0.05])
     assert mae["wins"] == 2 and ndcg["wins"] == 2 and mae["seeds"] == 3
     assert 0 < mae["p_ttest"] < 1
+
+
+def test_tuning_select_keeps_the_best_and_survives_failures():
+    from metarec_fast import tuning
+
+    base = experiments.MetaConfig(dim=4)
+    cands = tuning.sample_configs(base, tuning.RATING_SPACE, 5, random_state=0)
+    assert cands[0] is base and len({repr(c) for c in cands}) == 5
+    values = {id(c): v for c, v in zip(cands, [0.9, 0.5, math.nan, 0.7, 0.5])}
+
+    def fit(c):
+        if c is cands[3]:
+            raise ValueError("diverged")
+        return c
+
+    best, trials = tuning.select(cands, fit, lambda c: values[id(c)], lower_is_better=True)
+    assert best is cands[1]  # the first of the two 0.5s
+    assert [t.get("error") for t in trials] == [None, None, None, "diverged", None]
+    best, _ = tuning.select(cands, fit, lambda c: values[id(c)], lower_is_better=False)
+    assert best is cands[0]
+    # No finite value: the first fitted candidate; every fit failing: the first error again.
+    best, _ = tuning.select(cands, fit, lambda c: math.nan, lower_is_better=True)
+    assert best is cands[0]
+    with pytest.raises(ValueError, match="diverged"):
+        tuning.select(cands, lambda c: fit(cands[3]), lambda c: 0.0, lower_is_better=True)
+    with pytest.raises(ValueError, match="trials"):
+        tuning.sample_configs(base, tuning.RATING_SPACE, 0)

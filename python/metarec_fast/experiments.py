@@ -156,6 +156,7 @@ def run(
     rank_meta: MetaConfig | None = None,
     objectives: str | Sequence[str] = "auto",
     tune: int = 1,
+    tune_fixed: Sequence[str] = (),
 ) -> ExperimentReport:
     """Split ``data`` once per seed, fit every algorithm, evaluate on the test tasks.
 
@@ -183,6 +184,8 @@ def run(
     only): the configuration, then random draws from the objective's search space
     (:mod:`metarec_fast.tuning`), each scored on the validation tasks only; the
     best is kept and every trial is recorded in the report's ``tuning``.
+    ``tune_fixed``: MetaConfig fields the search leaves at the given value (what a
+    user set explicitly, e.g. the command line's flags).
     """
     from .data import cold_start_split
 
@@ -235,7 +238,7 @@ def run(
             start = time.perf_counter()
             if name in META_ALGORITHMS:
                 scorer, hist, trials = _fit_tuned(name, split, data, cfg, objective, seed, show_progress, tune,
-                                                  row, cache, trainer_class, threshold)
+                                                  row, cache, trainer_class, threshold, tuple(tune_fixed))
                 history[f"{scorer.name}/seed{seed}"] = hist
                 if trials is not None:
                     tuning.setdefault(scorer.name, {})[f"seed{seed}"] = trials
@@ -264,7 +267,7 @@ def run(
     config = {"by": by, "query": query, "protocols": list(protocols), "ks": list(ks),
               "threshold": threshold, "algorithms": list(algorithms),
               "objectives": list(objectives), "meta": configs["rating"].to_dict(),
-              "rank_meta": configs["ranking"].to_dict(), "tune": int(tune),
+              "rank_meta": configs["ranking"].to_dict(), "tune": int(tune), "tune_fixed": list(tune_fixed),
               "search_space": {o: {k: list(v) for k, v in _space(o).items()} for o in objectives} if tune > 1 else {},
               "tuning": tuning, "candidates": per_seed[-1]["config"].get("candidates"),
               "ties": per_seed[-1]["config"].get("ties"),
@@ -287,7 +290,8 @@ def _space(objective: str) -> Any:
 
 def _fit_tuned(name: str, split: Any, data: Any, cfg: MetaConfig, objective: str, seed: int,
                show_progress: bool, trials: int, row: str, cache: dict[Any, Any], trainer_class: Any,
-               threshold: float) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]] | None]:
+               threshold: float, fixed: tuple[str, ...] = ()) -> tuple[Any, list[dict[str, float]],
+                                                                       list[dict[str, Any]] | None]:
     """One meta-learner: the given configuration, or the best of ``trials`` on validation."""
     if trials == 1:
         return (*_fit_meta(name, split, data, cfg, seed, show_progress, row_name=row, cache=cache,
@@ -295,9 +299,9 @@ def _fit_tuned(name: str, split: Any, data: Any, cfg: MetaConfig, objective: str
     from . import tuning
 
     metric, lower = tuning.SELECTION[objective]
-    fixed = ("init",) if (cfg.model == "melu" or split.train.implicit) else ()
-    candidates = tuning.sample_configs(cfg, _space(objective), trials, random_state=[seed, trials],
-                                       fixed=fixed + (("support_encoder",) if cfg.model == "melu" else ()))
+    if cfg.model == "melu" or split.train.implicit:
+        fixed += ("init", "support_encoder")
+    candidates = tuning.sample_configs(cfg, _space(objective), trials, random_state=[seed, trials], fixed=fixed)
     protocol = "rating" if objective == "rating" else "full_ranking"
 
     def score(fitted: Any) -> float:

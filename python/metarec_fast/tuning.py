@@ -80,22 +80,27 @@ def select(candidates: Sequence[Any], fit: Callable[[Any], Any], score: Callable
 
     Returns ``(best fitted model, trials)``; ``trials`` lists each candidate's
     ``value`` (NaN for a failed fit, with ``error``). Ties keep the earlier
-    candidate (the base configuration first)."""
-    best, best_value, trials = None, math.inf, []
+    candidate (the base configuration first). When no value is finite (e.g. no
+    validation user has a relevant item) the first fitted candidate is kept;
+    when every fit fails, the first failure is raised again.
+    """
+    best, best_value, first_fitted, first_error, trials = None, math.inf, None, None, []
     for cfg in candidates:
         record: dict[str, Any] = {"config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg}
         try:
             model = fit(cfg)
             value = float(score(model))
         except (ValueError, RuntimeError) as exc:  # e.g. a diverging trial
+            first_error = first_error or exc
             record.update(value=math.nan, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             trials.append(record)
             continue
+        first_fitted = model if first_fitted is None else first_fitted
         record["value"] = value
         trials.append(record)
         signed = value if lower_is_better else -value
         if math.isfinite(signed) and (best is None or signed < best_value):
             best, best_value = model, signed
-    if best is None:
-        raise RuntimeError(f"every one of the {len(trials)} tuning trials failed: {trials[0].get('error')}")
-    return best, trials
+    if best is None and first_fitted is None:
+        raise first_error  # type: ignore[misc]
+    return (best if best is not None else first_fitted), trials

@@ -110,7 +110,7 @@ _OVERRIDES = ("epochs", "patience", "dim", "inner_steps", "inner_lr", "outer_lr"
 def _meta_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(objectives, rating config, ranking config)``: the library's defaults per
     objective (experiments.RATING_DEFAULT / RANKING_DEFAULT), overridden by the
-    flags the user gave."""
+    flags the user gave (which ``--tune`` then leaves alone, see :func:`_fixed`)."""
     import dataclasses
 
     from ..experiments import RANKING_DEFAULT, RATING_DEFAULT
@@ -138,6 +138,12 @@ def _meta_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     objectives = {"auto": "auto", "mse": ("rating",)}.get(args.loss, ("ranking",))
     return (objectives, dataclasses.replace(RATING_DEFAULT, **rating),
             dataclasses.replace(RANKING_DEFAULT, **ranking))
+
+
+def _fixed(args: argparse.Namespace) -> tuple[str, ...]:
+    """The MetaConfig fields the user set with a flag: the search keeps them."""
+    fields = tuple(k for k in _OVERRIDES if getattr(args, k, None) is not None)
+    return fields + (("loss",) if args.loss != "auto" else ())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,6 +203,7 @@ def _cmd_train(args: argparse.Namespace, rank: int, world: int, trainer_class: A
     report = experiments.run(
         data, scenario=args.scenario, support=args.support, query=args.query, by=args.by, seeds=args.seeds,
         algorithms=algorithms, meta=meta, rank_meta=rank_meta, objectives=objectives, tune=args.tune,
+        tune_fixed=_fixed(args),
         ks=args.ks, threshold=args.threshold, dataset_name=spec["dataset"], show_progress=not args.quiet,
         split_kwargs={"val_fraction": args.val_fraction, "test_fraction": args.test_fraction},
         on_seed=on_seed, trainer_class=trainer_class)
