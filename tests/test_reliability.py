@@ -93,6 +93,21 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
         ids, _ = ops.topk_dot(q[:2], items[:100], 3)
         print("usable", ids.shape, flush=True)
     """)
+    # One retry, only for a lost signal ("never interrupted"): seen once in a CI run on a machine
+    # loaded by three other jobs, not reproduced since (open question in issue 18's note). A
+    # kernel that does not poll still fails the latency bound on both attempts.
+    for attempt in range(2):
+        line, latency, estimate, rest = _interrupt_once(code)
+        if line != "never interrupted":
+            break
+    assert line == "interrupted", line
+    bound = 0.25 * estimate + 0.5
+    assert latency < bound, f"took {latency:.2f} s to stop (bound {bound:.2f} s; one call ~{estimate:.2f} s)"
+    assert "usable (2, 3)" in rest
+
+
+def _interrupt_once(code: str) -> tuple[str, float, float, str]:
+    """Start the child, SIGINT it a quarter into its first long call; (line, latency, estimate, rest)."""
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     word, estimate = proc.stdout.readline().split()
     assert word == "ready"
@@ -104,10 +119,7 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
     latency = time.perf_counter() - sent
     rest = proc.stdout.read()
     proc.wait(timeout=60)
-    assert line == "interrupted", line
-    bound = 0.25 * estimate + 0.5
-    assert latency < bound, f"took {latency:.2f} s to stop (bound {bound:.2f} s; one call ~{estimate:.2f} s)"
-    assert "usable (2, 3)" in rest
+    return line, latency, estimate, rest
 
 
 def kill_while_saving(setup: str, save: str) -> None:
