@@ -75,7 +75,12 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
     exceeds the bound whenever the call takes more than 1 s (it takes ~4 s on 2 idle cores).
     """
     code = textwrap.dedent("""
-        import sys, time, numpy as np
+        import signal, sys, time, numpy as np
+        # SIGINT's disposition and mask are inherited from the test process (SIG_IGN and a
+        # blocked mask survive exec): the kernel's polling is what is tested, so restore them.
+        inherited = (str(signal.getsignal(signal.SIGINT)), sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         from metarec_fast import ops
         rng = np.random.default_rng(0)
         q = rng.standard_normal((12000, 64), dtype=np.float32)
@@ -87,7 +92,7 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
         try:
             while time.perf_counter() - start < 120:  # more calls if the machine sped up
                 ops.topk_dot(q, items, 10)
-            print("never interrupted", flush=True)
+            print("never interrupted; inherited SIGINT handler and mask:", inherited, flush=True)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
         ids, _ = ops.topk_dot(q[:2], items[:100], 3)
@@ -98,7 +103,7 @@ def test_ctrl_c_stops_a_long_kernel_and_the_process_stays_usable():
     # kernel that does not poll still fails the latency bound on both attempts.
     for attempt in range(2):
         line, latency, estimate, rest = _interrupt_once(code)
-        if line != "never interrupted":
+        if not line.startswith("never interrupted"):
             break
     assert line == "interrupted", line
     bound = 0.25 * estimate + 0.5
