@@ -133,7 +133,7 @@ def test_mse_encoder_starts_at_the_shrunk_user_bias():
     for u, (items, ratings) in enumerate(support):
         resid = np.asarray(ratings) - float(model.global_bias.detach())
         expected = resid.sum() / (len(items) + mf_module.SUPPORT_SHRINK)
-        assert float(init["head_b"][u]) == pytest.approx(expected, abs=1e-12)
+        assert float(init["head_b"][u].detach()) == pytest.approx(expected, abs=1e-12)
     torch.testing.assert_close(init["head_p"], model.head_p.detach().expand(len(support), -1))
 
 

@@ -76,8 +76,9 @@ def query_objective_losses(kind: str, objective: str, pred: torch.Tensor, target
                            n_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task query losses ``[B]`` and a ``[B]`` 0/1 "has a query" flag.
 
-    ``pred``/``target``/``rows``: the query entries of all tasks, flat (``rows``
-    = task of each entry, non-decreasing: each task's entries are contiguous). ``"pointwise"``: the mean of :func:`pointwise_loss`.
+    ``pred``/``target``/``rows``: the query entries of all tasks, flat (``rows`` =
+    task of each entry, non-decreasing: each task's entries are contiguous).
+    ``"pointwise"``: the mean of :func:`pointwise_loss`.
     ``"softmax"``: ``mean over positives p of logsumexp(task's preds) - pred_p``
     (multinomial likelihood of the positives). With ``n_items``, the task's
     negatives are taken as a uniform sample of its ``n_items - n_pos``
@@ -94,39 +95,36 @@ def query_objective_losses(kind: str, objective: str, pred: torch.Tensor, target
         return sums / counts.clamp_min(1).to(dtype), (counts > 0).to(dtype)
     if objective not in QUERY_OBJECTIVES:
         raise ValueError(f"query_objective must be one of {QUERY_OBJECTIVES}, got {objective!r}")
-    # Pad to [B, L]: entry j of task t at column j - start(t).
-    starts = torch.cumsum(counts, 0) - counts
-    col = torch.arange(rows.shape[0], device=device) - starts[rows]
-    width = int(counts.max()) if rows.numel() else 0
-    scores = torch.full((n_tasks, width), -math.inf, dtype=dtype, device=device)
-    scores = scores.index_put((rows, col), pred)
-    pos = torch.zeros((n_tasks, width), dtype=dtype, device=device).index_put((rows, col), (target > 0).to(dtype))
-    n_pos = pos.sum(1)
+    is_pos = target > 0
     if objective == "softmax":
+        scores, _ = _pad_tasks(pred, rows, None, n_tasks, fill=-math.inf)
+        pos, _ = _pad_tasks(is_pos.to(dtype), rows, None, n_tasks)
+        n_pos = pos.sum(1)
         if n_items is not None:
-            n_valid = counts.to(dtype)
-            n_neg = n_valid - n_pos
+            n_neg = counts.to(dtype) - n_pos
             shift = torch.log((n_items - n_pos).clamp_min(1.0) / n_neg.clamp_min(1.0))
             scores = scores + (1.0 - pos) * shift.unsqueeze(1)
         lse = torch.logsumexp(scores, 1, keepdim=True)
         per_pos = torch.where(pos > 0, lse - scores, torch.zeros((), dtype=dtype, device=device))
-        has = (n_pos > 0).to(dtype)
-        return per_pos.sum(1) / n_pos.clamp_min(1.0), has
+        return per_pos.sum(1) / n_pos.clamp_min(1.0), (n_pos > 0).to(dtype)
     # Positives and negatives padded apart: pairs[t, p, n] = softplus(s_n - s_p).
-    is_pos = target > 0
-
-    def padded(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r = rows[keep]
-        n = torch.bincount(r, minlength=n_tasks)
-        c = torch.arange(r.shape[0], device=device) - (torch.cumsum(n, 0) - n)[r]
-        w = int(n.max()) if r.numel() else 0
-        vals = torch.zeros((n_tasks, w), dtype=dtype, device=device).index_put((r, c), pred[keep])
-        mask = torch.zeros((n_tasks, w), dtype=dtype, device=device).index_put((r, c), torch.ones_like(pred[keep]))
-        return vals, mask
-
-    s_pos, m_pos = padded(is_pos)
-    s_neg, m_neg = padded(~is_pos)
+    s_pos, m_pos = _pad_tasks(pred, rows, is_pos, n_tasks)
+    s_neg, m_neg = _pad_tasks(pred, rows, ~is_pos, n_tasks)
     pairs = nn.functional.softplus(s_neg.unsqueeze(1) - s_pos.unsqueeze(2))
     weight = m_pos.unsqueeze(2) * m_neg.unsqueeze(1)
     n_pairs = weight.sum((1, 2))
     return (pairs * weight).sum((1, 2)) / n_pairs.clamp_min(1.0), (n_pairs > 0).to(dtype)
+
+
+def _pad_tasks(values: torch.Tensor, rows: torch.Tensor, keep: torch.Tensor | None, n_tasks: int,
+               fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept entries of each task (``rows`` non-decreasing) as ``[B, L]`` with ``fill``
+    in the padding, and the 0/1 mask of real entries."""
+    if keep is not None:
+        values, rows = values[keep], rows[keep]
+    n = torch.bincount(rows, minlength=n_tasks)
+    col = torch.arange(rows.shape[0], device=values.device) - (torch.cumsum(n, 0) - n)[rows]
+    width = int(n.max()) if rows.numel() else 0
+    padded = torch.full((n_tasks, width), fill, dtype=values.dtype, device=values.device)
+    mask = torch.zeros((n_tasks, width), dtype=values.dtype, device=values.device)
+    return padded.index_put((rows, col), values), mask.index_put((rows, col), torch.ones_like(values))
