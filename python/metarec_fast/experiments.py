@@ -27,9 +27,11 @@ BASELINES = ("popularity", "bias", "pretrain-finetune", "itemknn", "ease", "als"
 LOWER_IS_BETTER = ("mae", "rmse")
 #: The metrics every results table compares against the best baseline.
 HEADLINE_METRICS = ("mae", "rmse", "query_ndcg@3", "ndcg@10", "recall@10")
-#: ``MetaConfig.loss``: "softmax" and "bpr" adapt with the logistic loss and
-#: rank the query set against sampled negatives in the meta-objective.
-LOSSES = ("auto", "mse", "logistic", "softmax", "bpr")
+#: ``MetaConfig.loss`` values that train a ranking model; "softmax" and "bpr" adapt
+#: with the logistic loss and rank the query set against sampled negatives in the
+#: meta-objective (the model's ``query_objective``).
+RANKING_LOSSES = ("logistic", "softmax", "bpr")
+LOSSES = ("auto", "mse") + RANKING_LOSSES
 SCENARIOS = {"user-cold": "user", "item-cold": "item", "both-cold": "both", "warm": "warm",
              "user": "user", "item": "item", "both": "both"}
 
@@ -279,7 +281,7 @@ def run(
 
 def _objective_of(cfg: MetaConfig, implicit: bool) -> str:
     """"ranking" for configurations that train a ranking model, else "rating"."""
-    return "ranking" if cfg.loss in ("logistic", "softmax", "bpr") or (cfg.loss == "auto" and implicit) else "rating"
+    return "ranking" if cfg.loss in RANKING_LOSSES or (cfg.loss == "auto" and implicit) else "rating"
 
 
 def _space(objective: str) -> Any:
@@ -298,7 +300,8 @@ def _fit_tuned(name: str, split: Any, data: Any, cfg: MetaConfig, objective: str
                            trainer_class=trainer_class), None)
     from . import tuning
 
-    metric, lower = tuning.SELECTION[objective]
+    metric = tuning.SELECTION[objective]
+    lower = metric in LOWER_IS_BETTER
     if cfg.model == "melu" or split.train.implicit:
         fixed += ("init", "support_encoder")
     candidates = tuning.sample_configs(cfg, _space(objective), trials, random_state=[seed, trials], fixed=fixed)

@@ -43,8 +43,8 @@ RANKING_SPACE: Mapping[str, Sequence[Any]] = {
     "outer_lr": (0.003, 0.01, 0.03),
     "support_encoder": (False, True),
 }
-#: The validation metric each objective is selected on, and whether lower is better.
-SELECTION = {"rating": ("rmse", True), "ranking": ("ndcg@10", False)}
+#: The validation metric each objective is selected on.
+SELECTION = {"rating": "rmse", "ranking": "ndcg@10"}
 
 
 def sample_configs(base: Any, space: Mapping[str, Sequence[Any]], trials: int, random_state: Any = None,

@@ -26,6 +26,7 @@ from .config import (
     setup_threads,
     split_args,
 )
+from ..experiments import LOSSES, RANKING_LOSSES
 from .datasets import dataset_spec, load_dataset
 
 #: `train`'s default tuning budget: trials per meta-learner and objective.
@@ -49,7 +50,7 @@ def train_args(p: argparse.ArgumentParser, demo: bool) -> None:
     g.add_argument("--engine", choices=("cpp", "torch", "auto"), default="cpp" if demo else "auto",
                    help="inner-loop engine (default: %(default)s; auto = cpp for mf, torch for melu)")
     g.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0], metavar="S", help="(default: 0)")
-    g.add_argument("--loss", choices=("auto", "mse", "logistic", "softmax", "bpr"), default="auto",
+    g.add_argument("--loss", choices=LOSSES, default="auto",
                    help="what each meta-learner learns: auto = a rating model (mse) and a ranking model "
                         "(logistic inner loop, ranking meta-objective) on explicit ratings, the ranking model on "
                         "implicit data; mse = the rating model only; logistic|softmax|bpr = the ranking model "
@@ -131,9 +132,9 @@ def _meta_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         rating.setdefault("init", "random")
         if args.support_encoder:
             raise CLIError("--support-encoder is a MetaMF option (--model mf)")
-    if args.loss in ("softmax", "bpr", "logistic"):
+    if args.loss in RANKING_LOSSES:
         ranking["loss"] = args.loss
-    if args.init is not None and args.loss in ("softmax", "bpr", "logistic"):
+    if args.init is not None and args.loss in RANKING_LOSSES:
         raise CLIError(f"--init {args.init} starts a rating model; --loss {args.loss} trains ranking models only")
     objectives = {"auto": "auto", "mse": ("rating",)}.get(args.loss, ("ranking",))
     return (objectives, dataclasses.replace(RATING_DEFAULT, **rating),
